@@ -1,0 +1,35 @@
+"""MobileFaceNet face recognition in Keras 3.
+
+The public API is imported lazily, so that `import mfn_tf` and the
+pure-Python data tools do not load TensorFlow until a model is needed.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name: module that defines it
+_EXPORTS = {
+    # model
+    "MobileFaceNet": "mfn_tf.model.mobilefacenet",
+    "FusedBatchNormalization": "mfn_tf.model.batch_norm",
+    "count_madds": "mfn_tf.model.mobilefacenet",
+    # data
+    "load_bin": "mfn_tf.data.verification_bin",
+    "save_bin": "mfn_tf.data.verification_bin",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mfn_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
