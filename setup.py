@@ -29,6 +29,9 @@ setup(
     package_data={"": ["*.toml", "*.sh"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
+        # TensorFlow no longer pulls it in; tf.summary (the TensorBoard
+        # callback) needs it.
+        "tensorboard",
         "keras>=3.3,<3.16",
         "numpy",
         "pillow",
