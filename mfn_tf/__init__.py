@@ -14,6 +14,10 @@ _EXPORTS = {
     "MobileFaceNet": "mfn_tf.model.mobilefacenet",
     "FusedBatchNormalization": "mfn_tf.model.batch_norm",
     "count_madds": "mfn_tf.model.mobilefacenet",
+    # importers
+    "import_mxnet_checkpoint": "mfn_tf.importers.mxnet_mobilefacenet",
+    "load_ndarrays": "mfn_tf.importers.mxnet_ndarray",
+    "save_ndarrays": "mfn_tf.importers.mxnet_ndarray",
     # data
     "load_bin": "mfn_tf.data.verification_bin",
     "save_bin": "mfn_tf.data.verification_bin",

@@ -29,18 +29,23 @@ def get_backbone(model):
 
 
 def load_backbone(path):
-    """Load the backbone from a `.keras` file of a backbone or training model.
+    """Load the backbone from a `.keras` file of a backbone or training model,
+    or import it from an insightface MXNet checkpoint given as "PREFIX,EPOCH".
 
     Raises:
-        FileNotFoundError: `path` does not exist.
-        ModelLoadError: the file is not a Keras model or holds no backbone.
+        FileNotFoundError: `path` (or the checkpoint's files) does not exist.
+        ModelLoadError: the file is not a Keras model or holds no backbone,
+            or the checkpoint is not an importable MobileFaceNet.
     """
     import keras
 
     # Registers the project's custom layers with Keras' deserializer.
     import mfn_tf.heads  # noqa: F401
     import mfn_tf.model.batch_norm  # noqa: F401
+    from mfn_tf.importers.mxnet_checkpoint import is_checkpoint_spec
 
+    if is_checkpoint_spec(path):
+        return _import_mxnet_backbone(path)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -55,3 +60,20 @@ def load_backbone(path):
     except (ValueError, OSError, KeyError, TypeError) as error:
         raise ModelLoadError(f"{path}: cannot load the Keras model: {error}") from error
     return get_backbone(model)
+
+
+def _import_mxnet_backbone(spec):
+    from mfn_tf.importers import (
+        MXNetImportError,
+        NDArrayFileError,
+        SymbolError,
+        import_mxnet_checkpoint,
+        parse_checkpoint_spec,
+    )
+
+    prefix, epoch = parse_checkpoint_spec(spec)
+    try:
+        backbone, _, _ = import_mxnet_checkpoint(prefix, epoch)
+    except (MXNetImportError, NDArrayFileError, SymbolError) as error:
+        raise ModelLoadError(str(error)) from error
+    return backbone
