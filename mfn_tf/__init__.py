@@ -14,6 +14,20 @@ _EXPORTS = {
     "MobileFaceNet": "mfn_tf.model.mobilefacenet",
     "FusedBatchNormalization": "mfn_tf.model.batch_norm",
     "count_madds": "mfn_tf.model.mobilefacenet",
+    # heads
+    "SoftmaxHead": "mfn_tf.heads.layers",
+    "ArcFace": "mfn_tf.heads.layers",
+    "CosFace": "mfn_tf.heads.layers",
+    "CombinedMargin": "mfn_tf.heads.layers",
+    "arcface_logits": "mfn_tf.heads.margins",
+    "cosface_logits": "mfn_tf.heads.margins",
+    "combined_margin_logits": "mfn_tf.heads.margins",
+    # training: optimizer, weight decay, learning rate
+    "MXNetSGD": "mfn_tf.training.optimizer",
+    "WeightDecayMultipliers": "mfn_tf.training.weight_decay",
+    "resolve_weight_decay": "mfn_tf.training.weight_decay",
+    "StepLearningRate": "mfn_tf.training.lr_schedule",
+    "step_learning_rate": "mfn_tf.training.lr_schedule",
     # importers
     "import_mxnet_checkpoint": "mfn_tf.importers.mxnet_mobilefacenet",
     "load_ndarrays": "mfn_tf.importers.mxnet_ndarray",
