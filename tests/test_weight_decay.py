@@ -7,6 +7,7 @@ import subprocess
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mfn_tf.heads import SoftmaxHead
 from mfn_tf.model.mobilefacenet import MobileFaceNet
@@ -203,8 +204,6 @@ def test_callback_fit_step_matches_hand_computation():
     model = small_model()
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=MXNetSGD(learning_rate=0.1), loss=loss_fn)
-
-    import tensorflow as tf
 
     before = {v.path: v.numpy() for v in model.trainable_variables}
     with tf.GradientTape() as tape:
