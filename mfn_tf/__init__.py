@@ -35,6 +35,16 @@ _EXPORTS = {
     # data
     "load_bin": "mfn_tf.data.verification_bin",
     "save_bin": "mfn_tf.data.verification_bin",
+    "DatasetError": "mfn_tf.data.errors",
+    "RecordIOReader": "mfn_tf.data.recordio",
+    "RecordIOWriter": "mfn_tf.data.recordio",
+    "open_insightface_dataset": "mfn_tf.data.insightface_dataset",
+    "open_image_folders": "mfn_tf.data.image_folders",
+    "open_training_data": "mfn_tf.data.pipeline",
+    "rec_dataset": "mfn_tf.data.pipeline",
+    "folder_dataset": "mfn_tf.data.pipeline",
+    "make_dataset": "mfn_tf.data.pipeline",
+    "write_synthetic_dataset": "mfn_tf.data.synthetic",
 }
 
 __all__ = sorted(_EXPORTS)

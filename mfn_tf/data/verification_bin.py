@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mfn_tf.data.errors import DatasetError
+
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
@@ -33,7 +35,7 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class InvalidBinError(ValueError):
+class InvalidBinError(DatasetError):
     """A file that is not a readable insightface verification `.bin`."""
 
 

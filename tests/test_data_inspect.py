@@ -1,0 +1,76 @@
+"""`data inspect` and `data reindex` on small generated datasets."""
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli import main
+from mfn_tf.data.inspection import summarize
+from mfn_tf.data.synthetic import SyntheticConfig, write_synthetic_dataset
+
+CONFIG = SyntheticConfig(classes=5, images_per_class=3, verification_classes=3,
+                         verification_images_per_class=2, pairs=6, seed=1)
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic_dataset(out, CONFIG, progress=False)
+    return out
+
+
+def test_summary_of_training_set(synth_dir):
+    summary = summarize(synth_dir, progress=False)
+    assert summary.num_images == 15
+    assert summary.num_classes == 5
+    assert summary.images_per_class.tolist() == [3] * 5
+    assert summary.formats == {"JPEG": 15}
+    assert summary.sizes == {"112x112": 15}
+    text = "\n".join(summary.lines())
+    assert "images per class: min 3, median 3, max 3" in text
+
+
+def test_summary_of_bin(synth_dir):
+    summary = summarize(synth_dir / "synth.bin", decode=True, progress=False)
+    assert summary.num_pairs == 6
+    assert summary.num_same_pairs == 3
+    assert summary.images_checked == 12
+    assert summary.decoded
+
+
+def test_summary_samples_images(synth_dir):
+    summary = summarize(synth_dir, sample=4, progress=False)
+    assert summary.images_checked == 4
+
+
+def test_cli_inspect_writes_sheet(synth_dir, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    result = CliRunner().invoke(main, ["data", "inspect", str(synth_dir), "--sheet", str(sheet),
+                                       "--identities", "3"])
+    assert result.exit_code == 0, result.output
+    assert "classes: 5" in result.output
+    with Image.open(sheet) as image:
+        assert image.format == "PNG"
+        assert image.width > 300
+
+
+def test_cli_inspect_bin_sheet(synth_dir, tmp_path):
+    sheet = tmp_path / "pairs.png"
+    result = CliRunner().invoke(main, ["data", "inspect", str(synth_dir / "synth.bin"),
+                                       "--sheet", str(sheet)])
+    assert result.exit_code == 0, result.output
+    assert "pairs: 6 (3 same, 3 different)" in result.output
+    assert sheet.stat().st_size > 1000
+
+
+def test_cli_reindex_restores_index(synth_dir, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("train.rec", "property"):
+        (copy / name).write_bytes((synth_dir / name).read_bytes())
+    result = CliRunner().invoke(main, ["data", "reindex", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert (copy / "train.idx").read_bytes() == (synth_dir / "train.idx").read_bytes()
+    again = CliRunner().invoke(main, ["data", "reindex", str(copy)])
+    assert again.exit_code != 0
+    assert "already exists" in again.output
