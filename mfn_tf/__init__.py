@@ -28,6 +28,12 @@ _EXPORTS = {
     "resolve_weight_decay": "mfn_tf.training.weight_decay",
     "StepLearningRate": "mfn_tf.training.lr_schedule",
     "step_learning_rate": "mfn_tf.training.lr_schedule",
+    # evaluation
+    "VerificationCallback": "mfn_tf.evaluation.callback",
+    "embed_images": "mfn_tf.evaluation.embedding",
+    "evaluate_bin": "mfn_tf.evaluation.evaluate",
+    "save_roc_plot": "mfn_tf.evaluation.plots",
+    "verification_accuracy": "mfn_tf.evaluation.verification",
     # importers
     "import_mxnet_checkpoint": "mfn_tf.importers.mxnet_mobilefacenet",
     "load_ndarrays": "mfn_tf.importers.mxnet_ndarray",
