@@ -123,7 +123,7 @@ def decode_verification_set(path, images, issame, name=None, image_size=(112, 11
 
 
 def find_target(data_dir, name):
-    """Path of target `name` in `data_dir`: `data_dir/name.bin`.
+    """Return the path of target `name` in `data_dir`, `data_dir/name.bin`.
 
     Raises:
         FileNotFoundError: the file is missing; the message lists the `.bin`
@@ -146,7 +146,7 @@ def find_target(data_dir, name):
 
 
 def score_embeddings(name, embeddings, issame, n_folds=N_FOLDS, far_target=FAR_TARGET):
-    """Verification figures from the un-normalised `Embeddings` of a set."""
+    """Score the un-normalised `Embeddings` of a set with the k-fold protocol."""
     distances = pair_distances(l2_normalize(embeddings.combined))
     accuracy = verification_accuracy(distances, issame, n_folds=n_folds)
     tar = tar_at_far(distances, issame, far_target=far_target, n_folds=n_folds)
@@ -170,7 +170,12 @@ def score_embeddings(name, embeddings, issame, n_folds=N_FOLDS, far_target=FAR_T
 def evaluate_set(embedder, verification_set, flip=True, progress=False):
     """Embed a `VerificationSet` with an `ImageEmbedder` and score it."""
     started = time.perf_counter()
-    embeddings = embedder(verification_set.images, flip=flip, progress=progress)
+    embeddings = embedder(
+        verification_set.images,
+        flip=flip,
+        progress=progress,
+        description=verification_set.name,
+    )
     seconds = time.perf_counter() - started
     n_forward = len(verification_set.images) * (2 if flip else 1)
     logger.info(
@@ -186,7 +191,7 @@ def evaluate_set(embedder, verification_set, flip=True, progress=False):
 def evaluate_bin(
     backbone, path, batch_size=DEFAULT_BATCH_SIZE, flip=True, name=None, progress=False
 ):
-    """Verification figures of `backbone` on one `.bin` file."""
+    """Evaluate `backbone` on one `.bin` file and return its `VerificationResult`."""
     verification_set = load_verification_set(
         path, name=name, image_size=tuple(backbone.input_shape[1:3])
     )
@@ -195,7 +200,7 @@ def evaluate_bin(
 
 
 def format_result_lines(result, step):
-    """insightface's log lines for one result at a global step.
+    """Format the insightface log lines of one result at a global step.
 
     insightface prints "Accuracy-Flip" for embeddings summed with their
     mirror and "Accuracy" for the original images alone.

@@ -112,7 +112,7 @@ def l2_normalize(embeddings, epsilon=1e-12):
 
 
 def pair_distances(embeddings):
-    """Squared Euclidean distance of each pair `(embeddings[2i], embeddings[2i+1])`.
+    """Compute the squared Euclidean distance of each pair `(embeddings[2i], embeddings[2i+1])`.
 
     `embeddings` are expected to be L2-normalised already, which bounds the
     distances to [0, 4].
@@ -144,7 +144,7 @@ def _accept_counts(distances, thresholds):
 
 
 def accuracy_at_thresholds(distances, issame, thresholds):
-    """Accuracy of the prediction `distance < t` for each threshold `t`."""
+    """Compute the accuracy of the prediction `distance < t` for each threshold `t`."""
     distances, issame = _check_pairs(distances, issame)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     true_accepts = _accept_counts(distances[issame], thresholds)
@@ -156,7 +156,8 @@ def accuracy_at_thresholds(distances, issame, thresholds):
 def verification_accuracy(
     distances, issame, n_folds=N_FOLDS, thresholds=ACCURACY_THRESHOLDS
 ):
-    """k-fold verification accuracy (insightface's Accuracy and Accuracy-Flip).
+    """Compute the k-fold verification accuracy (insightface's Accuracy and
+    Accuracy-Flip).
 
     On each fold, the threshold with the best accuracy on the other folds is
     applied to the fold. Among thresholds with equal training accuracy the
@@ -189,7 +190,7 @@ def _rate(count, total):
 
 
 def threshold_at_far(distances, issame, far_target, thresholds=TAR_THRESHOLDS):
-    """Threshold at which the false accept rate on these pairs is `far_target`.
+    """Return the threshold at which the false accept rate of these pairs is `far_target`.
 
     FAR is computed on the threshold grid and the threshold is interpolated
     linearly between the grid points around the target. The result is 0
@@ -219,7 +220,8 @@ def threshold_at_far(distances, issame, far_target, thresholds=TAR_THRESHOLDS):
 def tar_at_far(
     distances, issame, far_target=FAR_TARGET, n_folds=N_FOLDS, thresholds=TAR_THRESHOLDS
 ):
-    """k-fold true accept rate at a false accept rate (insightface's `calculate_val`).
+    """Compute the k-fold true accept rate at a false accept rate (insightface's
+    `calculate_val`).
 
     Returns:
         A `TarAtFar` with the mean and standard deviation of the test-fold
@@ -252,7 +254,7 @@ def tar_at_far(
 
 
 def roc_curve(distances, issame):
-    """ROC over all pairs, with one point per distinct distance.
+    """Compute the ROC over all pairs, with one point per distinct distance.
 
     Unlike insightface, which averages per-fold TPR and FPR on its 0.01
     threshold grid, this curve uses every pair at once and is exact, so it
