@@ -173,6 +173,16 @@ def test_shuffle_changes_between_epochs(rec_dir):
     assert first != second
 
 
+def test_repeat_yields_whole_epochs(rec_dir):
+    seen = collect(rec_dataset(rec_dir, 20, seed=7, mirror=False), 3)
+    every_image = [(label, index) for label in range(CLASSES) for index in range(IMAGES_PER_CLASS)]
+    epochs = [[(label, index) for label, index, _, _ in seen[start : start + 20]]
+              for start in (0, 20, 40)]
+    for epoch in epochs:
+        assert sorted(epoch) == every_image
+    assert epochs[0] != epochs[1]
+
+
 def test_no_shuffle_keeps_order(rec_dir):
     dataset = rec_dataset(rec_dir, 20, shuffle=False, mirror=False, repeat=False, seed=0)
     seen = [(label, index) for label, index, _, _ in collect(dataset, 1)]

@@ -7,8 +7,9 @@ ArcFace take them as an input, and Keras' `fit` also wants them as targets.
 
 How the work is split, measured by `bench/data_pipeline.py`:
 
-1. A shuffled stream of image positions (cheap int64s; the full dataset
-   is shuffled, a new permutation each epoch) is cut into chunks.
+1. Image positions come in chunks, permuted over the whole dataset with a
+   new permutation each epoch (`tf.random.experimental.index_shuffle`, so
+   there is no shuffle buffer to fill at each epoch start).
 2. Parallel map calls read a chunk's records in Python with `os.pread`
    and check each image's container structure (`images.probe`), so that a
    bad record raises an error naming the file and record.
@@ -103,8 +104,9 @@ def make_dataset(
             is the same on every run.
         repeat: repeat forever; otherwise one pass over the images.
         drop_remainder: drop the last incomplete batch, as training needs.
-        deterministic: keep the element order of the parallel maps; by
-            default only when `seed` is set, because it costs throughput.
+        deterministic: keep the element order of the parallel maps. The
+            default is True only when `seed` is set, because in order a
+            slow element holds up the ones behind it.
         num_parallel_calls: parallelism of the read and decode maps.
     """
     if batch_size < 1:
@@ -119,14 +121,7 @@ def make_dataset(
         deterministic = seed is not None
     height, width = source.image_size
 
-    positions = tf.data.Dataset.range(source.num_images)
-    if shuffle:
-        positions = positions.shuffle(
-            source.num_images, seed=seed, reshuffle_each_iteration=True
-        )
-    if repeat:
-        positions = positions.repeat()
-
+    chunks = _position_chunks(source.num_images, shuffle, repeat, seed)
     read_chunk = _chunk_reader(source)
 
     def read(chunk):
@@ -135,7 +130,7 @@ def make_dataset(
         )
         return tf.ensure_shape(encoded, [None]), tf.ensure_shape(labels, [None])
 
-    dataset = positions.batch(READ_CHUNK).map(
+    dataset = chunks.map(
         read, num_parallel_calls=num_parallel_calls, deterministic=deterministic
     )
     dataset = dataset.unbatch()
@@ -144,15 +139,21 @@ def make_dataset(
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         return tf.ensure_shape(image, (height, width, 3)), label
 
-    dataset = dataset.map(
-        decode, num_parallel_calls=num_parallel_calls, deterministic=deterministic
-    )
+    def decode_and_mirror(example, coin):
+        image, label = decode(*example)
+        image = tf.cond(coin % 2 == 0, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        return image, label
 
     if mirror:
-        coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(dataset, coins).map(
-            _mirror, num_parallel_calls=num_parallel_calls, deterministic=deterministic
-        )
+        # Another seed than the permutation's, so the streams are unrelated.
+        coin_seed = None if seed is None else seed + 1
+        coins = tf.data.Dataset.random(seed=coin_seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, coins)
+    dataset = dataset.map(
+        decode_and_mirror if mirror else decode,
+        num_parallel_calls=num_parallel_calls,
+        deterministic=deterministic,
+    )
 
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(
@@ -163,12 +164,30 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _mirror(example, coin):
-    image, label = example
-    flipped = tf.cond(
-        coin % 2 == 0, lambda: tf.reverse(image, axis=[1]), lambda: image
-    )
-    return flipped, label
+def _position_chunks(num_images, shuffle, repeat, seed):
+    """Return a dataset of int64 vectors of up to `READ_CHUNK` positions."""
+    if not shuffle:
+        positions = tf.data.Dataset.range(num_images)
+        if repeat:
+            positions = positions.repeat()
+        return positions.batch(READ_CHUNK)
+
+    # One random key per epoch, and index_shuffle maps each position to
+    # its place in the permutation of that key. A shuffle buffer over all
+    # images would stall every epoch start while it fills, and would hold
+    # 5.8M tensors for MS1M.
+    epoch_keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if not repeat:
+        epoch_keys = epoch_keys.take(1)
+    last = num_images - 1
+
+    def permutation(key):
+        permutation_seed = tf.stack([key, tf.constant(0, tf.int64)])
+        return tf.data.Dataset.range(num_images).batch(READ_CHUNK).map(
+            lambda chunk: tf.random.experimental.index_shuffle(chunk, permutation_seed, last)
+        )
+
+    return epoch_keys.flat_map(permutation)
 
 
 def _chunk_reader(source):

@@ -139,21 +139,42 @@ class _Canvas:
     face frame, so features are drawn where the posed face puts them.
 
     Small features are drawn only inside their bounding box (`region`),
-    which makes rendering several times faster than full-frame masks.
+    which makes rendering about 1.3 times faster than full-frame masks.
     """
 
-    def __init__(self, image, u, v, roll, scale, shift):
-        self.image, self.u, self.v = image, u, v
-        self._cos, self._sin = np.cos(roll), np.sin(roll)
-        self._scale, self._shift = scale, shift
+    def __init__(self, rng):
+        size = IMAGE_SIZE
+        self.centre = size / 2
+        # Pose: roll, scale and shift map the pixel grid back into the
+        # frontal face frame. Yaw moves features across the face.
+        self.roll = rng.normal(0, 0.09)
+        self.scale = rng.uniform(0.9, 1.1)
+        self.shift = rng.normal(0, 2.5, 2)
+        self.yaw = rng.normal(0, 0.12)
+        self.ys, self.xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+        x0 = self.xs - self.centre - self.shift[0]
+        y0 = self.ys - self.centre - self.shift[1]
+        cos, sin = np.cos(self.roll), np.sin(self.roll)
+        self.u = (cos * x0 + sin * y0) / self.scale + self.centre
+        self.v = (-sin * x0 + cos * y0) / self.scale + self.centre
+        background = rng.uniform(20, 235, 3)
+        gradient = rng.uniform(-40, 40, 3)
+        vertical = ((self.ys / size) - 0.5)[..., None]
+        self.image = (background + gradient * vertical).astype(np.float32)
+        self.whole = (slice(None), slice(None))
+
+    def turned(self, x, depth):
+        """Return x moved by the yaw, further the nearer `depth` (px) is to
+        the camera."""
+        return x + self.yaw * depth
 
     def region(self, cx, cy, radius):
         """Return the pixel slices that cover a disc of the face frame."""
-        centre = IMAGE_SIZE / 2
-        du, dv = (cx - centre) * self._scale, (cy - centre) * self._scale
-        x = self._cos * du - self._sin * dv + centre + self._shift[0]
-        y = self._sin * du + self._cos * dv + centre + self._shift[1]
-        reach = radius * self._scale + 3
+        du, dv = (cx - self.centre) * self.scale, (cy - self.centre) * self.scale
+        cos, sin = np.cos(self.roll), np.sin(self.roll)
+        x = cos * du - sin * dv + self.centre + self.shift[0]
+        y = sin * du + cos * dv + self.centre + self.shift[1]
+        reach = radius * self.scale + 3
         x0, x1 = int(max(0, x - reach)), int(min(IMAGE_SIZE, x + reach + 1))
         y0, y1 = int(max(0, y - reach)), int(min(IMAGE_SIZE, y + reach + 1))
         return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
@@ -165,62 +186,44 @@ class _Canvas:
         _blend(self.image[region], mask, colour)
 
 
-def render_face(params, rng):
-    """Render one image of an identity; returns uint8 `(112, 112, 3)`."""
-    size = IMAGE_SIZE
-    centre = size / 2
-    p = params
-    # Pose: the pixel grid is mapped back into the frontal face frame.
-    roll = rng.normal(0, 0.09)
-    scale = rng.uniform(0.9, 1.1)
-    shift = rng.normal(0, 2.5, 2)
-    yaw = rng.normal(0, 0.12)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    x0, y0 = xs - centre - shift[0], ys - centre - shift[1]
-    cos, sin = np.cos(roll), np.sin(roll)
-    u = (cos * x0 + sin * y0) / scale + centre
-    v = (-sin * x0 + cos * y0) / scale + centre
+# Centre of the face ellipse in the frontal frame, px.
+_FACE_CENTRE_Y = 62.0
 
-    def turned(x, depth):
-        # Yaw moves a feature across the face, further the nearer it is
-        # to the camera (`depth` in px).
-        return x + yaw * depth
 
-    background = rng.uniform(20, 235, 3)
-    gradient = rng.uniform(-40, 40, 3)
-    image = (background + gradient * ((ys / size) - 0.5)[..., None]).astype(np.float32)
-    canvas = _Canvas(image, u, v, roll, scale, shift)
-    whole = (slice(None), slice(None))
-
-    face_cx, face_cy = turned(centre, 6), 62.0
-    hair_mask = _ellipse(u, v, face_cx, face_cy - 8, p["face_rx"] * 1.18 * p["hair_volume"],
-                         p["face_ry"] * 1.05, softness=2.0)
-    hair_mask *= v < face_cy + 8
-    canvas.paint(whole, hair_mask, p["hair"])
+def _draw_head(canvas, p, rng):
+    """Draw hair, face, fringe and beard; return the face mask."""
+    u, v = canvas.u, canvas.v
+    face_cx, face_cy = canvas.turned(canvas.centre, 6), _FACE_CENTRE_Y
+    hair = _ellipse(u, v, face_cx, face_cy - 8, p["face_rx"] * 1.18 * p["hair_volume"],
+                    p["face_ry"] * 1.05, softness=2.0)
+    hair *= v < face_cy + 8
+    canvas.paint(canvas.whole, hair, p["hair"])
 
     # Face: an ellipse whose lower half narrows or widens with `jaw`, with
     # a faint identity-specific skin texture.
     lower = np.clip((v - face_cy) / p["face_ry"], 0, 1)
-    face_mask = _ellipse(u, v, face_cx, face_cy, p["face_rx"] * (1 - p["jaw"] * lower), p["face_ry"])
+    face = _ellipse(u, v, face_cx, face_cy, p["face_rx"] * (1 - p["jaw"] * lower), p["face_ry"])
     amplitude, vertical, phase, horizontal = p["pattern"]
     texture = 1 + amplitude * np.sin(horizontal * u + phase) * np.cos(vertical * v)
     skin = p["skin"] * (1 + rng.normal(0, 0.03, 3))
-    image += (skin * texture[..., None] - image) * face_mask[..., None]
+    canvas.image += (skin * texture[..., None] - canvas.image) * face[..., None]
 
     # Hair over the forehead, shaped by the identity's parting.
     top = face_cy - p["face_ry"] + p["hairline"]
-    parting_x = turned(centre + p["parting"], 4)
-    fringe = face_mask * np.clip((top - v + 6 * np.tanh((u - parting_x) / 8) ** 2) / 1.5, 0, 1)
-    canvas.paint(whole, fringe, p["hair"])
+    parting_x = canvas.turned(canvas.centre + p["parting"], 4)
+    fringe = face * np.clip((top - v + 6 * np.tanh((u - parting_x) / 8) ** 2) / 1.5, 0, 1)
+    canvas.paint(canvas.whole, fringe, p["hair"])
     if p["beard"]:
         chin = face_cy + p["face_ry"] * 0.6
-        beard = face_mask * np.clip((v - chin) / 3, 0, 1)
-        canvas.paint(whole, beard * 0.8, p["hair"])
+        canvas.paint(canvas.whole, face * np.clip((v - chin) / 3, 0, 1) * 0.8, p["hair"])
+    return face
 
+
+def _draw_eyes(canvas, p, rng):
     blink = rng.uniform(0.55, 1.1)
     for side, (eye_x, eye_y) in enumerate(ARCFACE_TEMPLATE[:2]):
         sign = -1 if side == 0 else 1
-        ex = turned(eye_x + sign * p["eye_dx"], 10)
+        ex = canvas.turned(eye_x + sign * p["eye_dx"], 10)
         ey = eye_y + p["eye_dy"] + sign * p["eye_tilt"] * 4
         rx, ry = p["eye_size"] * 1.5, p["eye_size"] * p["eye_ratio"] * blink
         region = canvas.region(ex, ey - p["brow_gap"], rx + 12)
@@ -239,13 +242,16 @@ def render_face(params, rng):
             inner = canvas.ellipse(region, ex, ey, rx + 3.8, rx + 0.8)
             canvas.paint(region, np.clip(outer - inner, 0, 1), p["glasses_colour"])
     if p["glasses"]:
-        bridge_x, bridge_y = turned(centre, 10), ARCFACE_TEMPLATE[0, 1] + p["eye_dy"] - 1
+        bridge_x = canvas.turned(canvas.centre, 10)
+        bridge_y = ARCFACE_TEMPLATE[0, 1] + p["eye_dy"] - 1
         region = canvas.region(bridge_x, bridge_y, 8)
         canvas.paint(region, canvas.ellipse(region, bridge_x, bridge_y, 7, 0.9),
                      p["glasses_colour"])
 
+
+def _draw_nose_and_mouth(canvas, p, rng):
     nose_x, nose_y = ARCFACE_TEMPLATE[2]
-    nose_x = turned(nose_x + p["nose_dx"], 18)
+    nose_x = canvas.turned(nose_x + p["nose_dx"], 18)
     region = canvas.region(nose_x, nose_y - p["nose_length"] / 2, p["nose_length"] + 4)
     shade = canvas.ellipse(region, nose_x + 2, nose_y - p["nose_length"] / 2 + 2,
                            p["nose_width"] * 0.4, p["nose_length"] / 2, softness=2.0)
@@ -253,41 +259,56 @@ def render_face(params, rng):
     nostrils = canvas.ellipse(region, nose_x, nose_y + 1, p["nose_width"], 2.2, softness=1.2)
     canvas.paint(region, nostrils * 0.6, p["skin"] * 0.45)
 
-    mouth_x = turned(centre, 12)
+    mouth_x = canvas.turned(canvas.centre, 12)
     mouth_y = (ARCFACE_TEMPLATE[3, 1] + ARCFACE_TEMPLATE[4, 1]) / 2 - 3 + p["mouth_dy"]
     smile = rng.normal(0, 0.012)
     opening = max(0.0, rng.normal(0, 1.2))
     region = canvas.region(mouth_x, mouth_y, p["mouth_width"] + 6)
-    curved_v = canvas.v[region] - smile * (canvas.u[region] - mouth_x) ** 2
-    lips = _ellipse(canvas.u[region], curved_v, mouth_x, mouth_y, p["mouth_width"],
-                    p["lip_thickness"] + opening, 0.9)
+    u = canvas.u[region]
+    curved_v = canvas.v[region] - smile * (u - mouth_x) ** 2
+    lips = _ellipse(u, curved_v, mouth_x, mouth_y, p["mouth_width"], p["lip_thickness"] + opening, 0.9)
     canvas.paint(region, lips, p["lip"])
     if opening > 0.8:
-        gap = _ellipse(canvas.u[region], curved_v, mouth_x, mouth_y, p["mouth_width"] * 0.8,
-                       opening * 0.7, 0.8)
+        gap = _ellipse(u, curved_v, mouth_x, mouth_y, p["mouth_width"] * 0.8, opening * 0.7, 0.8)
         canvas.paint(region, gap, (60, 20, 25))
 
-    mole_x, mole_y, mole_radius = p["mole"]
-    mole_x = turned(centre + mole_x, 8)
-    region = canvas.region(mole_x, face_cy + mole_y, mole_radius + 2)
-    mole = canvas.ellipse(region, mole_x, face_cy + mole_y, mole_radius, mole_radius, 0.7)
-    canvas.paint(region, mole * face_mask[region], p["skin"] * 0.35)
 
-    # Lighting: global gain and tint, then a gradient from a random side.
+def _draw_mole(canvas, p, face):
+    mole_x, mole_y, radius = p["mole"]
+    mole_x = canvas.turned(canvas.centre + mole_x, 8)
+    mole_y += _FACE_CENTRE_Y
+    region = canvas.region(mole_x, mole_y, radius + 2)
+    mole = canvas.ellipse(region, mole_x, mole_y, radius, radius, 0.7)
+    canvas.paint(region, mole * face[region], p["skin"] * 0.35)
+
+
+def _apply_lighting_and_noise(canvas, rng):
+    """Apply gain, tint, a directional gradient, an occasional occluding
+    band and sensor noise."""
+    image = canvas.image
     light = (rng.uniform(0.7, 1.2) * rng.uniform(0.95, 1.05, 3)).astype(np.float32)
     direction = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(direction) * (xs - centre) + np.sin(direction) * (ys - centre)) / size
+    ramp = (np.cos(direction) * (canvas.xs - canvas.centre)
+            + np.sin(direction) * (canvas.ys - canvas.centre)) / IMAGE_SIZE
     image *= light
     image *= (1 + rng.uniform(0, 0.6) * ramp)[..., None]
-
     if rng.random() < 0.15:
         # An occluding band, like a hand, a scarf or a strap.
         band_y = rng.uniform(30, 100)
-        band = np.clip((6 - np.abs(ys - band_y)) / 1.5, 0, 1)
-        canvas.paint(whole, band, rng.uniform(0, 255, 3))
-
+        band = np.clip((6 - np.abs(canvas.ys - band_y)) / 1.5, 0, 1)
+        canvas.paint(canvas.whole, band, rng.uniform(0, 255, 3))
     image += rng.normal(0, rng.uniform(2, 9), image.shape).astype(np.float32)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def render_face(params, rng):
+    """Render one image of an identity; returns uint8 `(112, 112, 3)`."""
+    canvas = _Canvas(rng)
+    face = _draw_head(canvas, params, rng)
+    _draw_eyes(canvas, params, rng)
+    _draw_nose_and_mouth(canvas, params, rng)
+    _draw_mole(canvas, params, face)
+    _apply_lighting_and_noise(canvas, rng)
+    return np.clip(np.rint(canvas.image), 0, 255).astype(np.uint8)
 
 
 def render_identity_images(seed, role, identity, count):
