@@ -5,7 +5,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import main
-from mfn_tf.data.inspection import summarize
+from mfn_tf.data.inspection import summarize, write_contact_sheet
+from mfn_tf.data.recordio import RecordIOReader, RecordIOWriter, unpack_record
 from mfn_tf.data.synthetic import SyntheticConfig, write_synthetic_dataset
 
 CONFIG = SyntheticConfig(classes=5, images_per_class=3, verification_classes=3,
@@ -74,3 +75,35 @@ def test_cli_reindex_restores_index(synth_dir, tmp_path):
     again = CliRunner().invoke(main, ["data", "reindex", str(copy)])
     assert again.exit_code != 0
     assert "already exists" in again.output
+
+
+def test_summary_without_header(synth_dir, tmp_path):
+    """A set without header record: images per class come from a label scan."""
+    with RecordIOReader(synth_dir / "train.rec", synth_dir / "train.idx") as reader:
+        images = [reader.read(key) for key in range(1, 16)]
+    headerless = tmp_path / "headerless"
+    headerless.mkdir()
+    with RecordIOWriter(headerless / "train.rec", headerless / "train.idx") as writer:
+        for key, record in enumerate(images):
+            writer.write(key, record)
+    (headerless / "property").write_text("5,112,112\n")
+    summary = summarize(headerless, progress=False)
+    assert summary.has_header is False
+    assert summary.images_per_class.tolist() == [3] * 5
+    write_contact_sheet(headerless, tmp_path / "sheet.png", identities=2)
+    assert (tmp_path / "sheet.png").stat().st_size > 1000
+
+
+def test_summary_of_image_folders(synth_dir, tmp_path):
+    with RecordIOReader(synth_dir / "train.rec", synth_dir / "train.idx") as reader:
+        for key in range(1, 7):
+            _, payload = unpack_record(reader.read(key))
+            folder = tmp_path / "folders" / f"person_{(key - 1) // 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{key}.jpg").write_bytes(payload)
+    summary = summarize(tmp_path / "folders", progress=False)
+    assert summary.kind == "image folders"
+    assert summary.num_classes == 2
+    assert summary.images_per_class.tolist() == [3, 3]
+    write_contact_sheet(tmp_path / "folders", tmp_path / "sheet.png")
+    assert (tmp_path / "sheet.png").stat().st_size > 1000
