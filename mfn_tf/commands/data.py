@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from mfn_tf.data.errors import DatasetError
+from mfn_tf.data.images import JPEG_QUALITY
+from mfn_tf.data.lfw import SPHEREFACE_TO_INSIGHTFACE_SHIFT_X
 
 
 def _report_dataset_errors(command):
@@ -32,8 +34,9 @@ def data():
 _SHIFT_HELP = (
     "Shift image content right by this many pixels (left when negative), "
     "repeating the edge column; shifted images are re-encoded as JPEG "
-    "quality 95. Use 8 for LFW crops aligned to the SphereFace 96x112 "
-    "template, to move them onto insightface's 112x112 alignment."
+    f"quality {JPEG_QUALITY}. Use {SPHEREFACE_TO_INSIGHTFACE_SHIFT_X} for LFW "
+    "crops aligned to the SphereFace 96x112 template, to move them onto "
+    "insightface's 112x112 alignment."
 )
 
 

@@ -1,6 +1,7 @@
 """Decoding, encoding and shifting of the face crops that datasets store."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -104,6 +105,28 @@ def shift_x(array, pixels):
     return shifted
 
 
+
+def load_face(path, image_size, shift=0):
+    """Return the bytes to store in a dataset for the image file `path`.
+
+    The original bytes are kept unless `shift` is non-zero, in which case
+    the image shifted by `shift_x` is re-encoded as JPEG. Either way the
+    image is decoded once, so a broken file fails here with its path.
+    """
+    source = str(path)
+    data = Path(path).read_bytes()
+    if shift == 0:
+        _, size = read_size(data, source)
+        if size != tuple(image_size):
+            raise DatasetError(
+                f"{source}: the image is {size[1]}x{size[0]}, expected "
+                f"{image_size[1]}x{image_size[0]}; align and crop faces first"
+            )
+        decode_rgb(data, source, image_size)
+        return data
+    return encode_jpeg(shift_x(decode_rgb(data, source, image_size), shift))
+
+
 _JPEG_EOI = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
 # Start-of-frame markers that carry the image size (not DHT 0xC4, JPG
@@ -122,7 +145,7 @@ def probe(data):
     not decode pixels, so it misses a corrupt JPEG scan.
 
     Raises:
-        ValueError: the structure is invalid; the message says how.
+        ValueError: the structure is invalid, with the defect in the message.
     """
     kind = image_format(data)
     if kind == "JPEG":

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mfn_tf.data.errors import DatasetError
-from mfn_tf.data.images import decode_rgb, encode_jpeg, read_size, shift_x
+from mfn_tf.data.images import load_face
 from mfn_tf.data.verification_bin import save_bin
 
 logger = logging.getLogger(__name__)
@@ -139,26 +139,6 @@ def names_in_folds(pairs, folds):
     return names
 
 
-def load_face(path, source, image_size, shift):
-    """Return the bytes to store for an image file.
-
-    The original bytes are kept unless `shift` is non-zero, in which case
-    the shifted image is re-encoded as JPEG.
-    """
-    data = path.read_bytes()
-    if shift == 0:
-        _, size = read_size(data, source)
-        if size != tuple(image_size):
-            raise DatasetError(
-                f"{source}: the image is {size[1]}x{size[0]}, expected "
-                f"{image_size[1]}x{image_size[0]}; align and crop faces first"
-            )
-        # A full decode finds truncated or corrupt files before they are packed.
-        decode_rgb(data, source, image_size)
-        return data
-    return encode_jpeg(shift_x(decode_rgb(data, source, image_size), shift))
-
-
 def pack_bin(pairs_path, images_root, out_path, folds=None, shift=0,
              image_size=(112, 112), overwrite=False, progress=True):
     """Pack the pairs of `pairs.txt` into an insightface verification `.bin`.
@@ -197,7 +177,7 @@ def pack_bin(pairs_path, images_root, out_path, folds=None, shift=0,
                     raise DatasetError(
                         f"{pairs_path}:{pair.line_number}: image {path} not found"
                     )
-                cache[path] = load_face(path, str(path), image_size, shift)
+                cache[path] = load_face(path, image_size, shift)
             images.append(cache[path])
         issame.append(pair.issame)
     save_bin(out_path, images, issame)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from mfn_tf.data.errors import DatasetError
 from mfn_tf.data.image_folders import list_identity_images
+from mfn_tf.data.images import load_face
 from mfn_tf.data.insightface_dataset import (
     IDX_NAME,
     LABELS_NAME,
@@ -21,7 +22,6 @@ from mfn_tf.data.insightface_dataset import (
     REC_NAME,
     write_property,
 )
-from mfn_tf.data.lfw import load_face
 from mfn_tf.data.recordio import IRHeader, RecordIOWriter, pack_record
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def pack_rec(images_root, out_dir, include=None, exclude=None, min_images=1,
     identities = {name: all_identities[name] for name in names}
 
     def load_image(path):
-        return load_face(path, str(path), image_size, shift)
+        return load_face(path, image_size, shift)
 
     num_images = write_dataset(out_dir, identities, image_size, load_image, overwrite, progress)
     return len(identities), num_images
