@@ -158,3 +158,13 @@ def test_rebuild_index_matches_writer(tmp_path):
     rebuilt = tmp_path / "rebuilt.idx"
     assert rebuild_index(rec, rebuilt, progress=False) == len(PAYLOADS)
     assert rebuilt.read_text() == idx.read_text()
+
+
+def test_read_prefix(tmp_path):
+    rec, idx = tmp_path / "a.rec", tmp_path / "a.idx"
+    with RecordIOWriter(rec, idx) as writer:
+        for key, payload in enumerate(PAYLOADS):
+            writer.write(key, payload)
+    with RecordIOReader(rec, idx) as reader:
+        for key, payload in enumerate(PAYLOADS):
+            assert reader.read_prefix(key, 6) == payload[:6], f"record {key}"

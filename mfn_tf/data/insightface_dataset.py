@@ -21,7 +21,7 @@ import numpy as np
 
 from mfn_tf.data.errors import DatasetError
 from mfn_tf.data.images import decode_rgb
-from mfn_tf.data.recordio import RecordIOReader, unpack_record
+from mfn_tf.data.recordio import IR_HEADER_SIZE, RecordIOReader, unpack_record
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +110,7 @@ class InsightFaceDataset:
             label = class_from_label(header.label)
         except ValueError as error:
             raise DatasetError(f"{self.rec_path}: record {key}: {error}") from error
-        if not 0 <= label < self.num_classes:
-            raise DatasetError(
-                f"{self.rec_path}: record {key} has class {label}, outside "
-                f"0..{self.num_classes - 1} given by {self.data_dir / PROPERTY_NAME}. "
-                "The property file does not match the records; fix num_classes "
-                "or re-create the dataset."
-            )
+        self._check_label(key, label)
         return payload, label
 
     def decode_example(self, position):
@@ -141,6 +135,33 @@ class InsightFaceDataset:
             ranges[row] = _read_identity_range(self.reader, key)
         return ranges
 
+    def read_label(self, position):
+        """Return the class id of the image at `position`, reading only the
+        record's header and label, not its image."""
+        key = int(self.image_keys[position])
+        # The IRHeader and up to 4 label values cover insightface's records.
+        prefix = self.reader.read_prefix(key, IR_HEADER_SIZE + 16)
+        try:
+            try:
+                header, _ = unpack_record(prefix)
+            except ValueError:
+                # More label values than the prefix contains: read it all.
+                header, _ = unpack_record(self.reader.read(key))
+            label = class_from_label(header.label)
+        except ValueError as error:
+            raise DatasetError(f"{self.rec_path}: record {key}: {error}") from error
+        self._check_label(key, label)
+        return label
+
+    def _check_label(self, key, label):
+        if not 0 <= label < self.num_classes:
+            raise DatasetError(
+                f"{self.rec_path}: record {key} has class {label}, outside "
+                f"0..{self.num_classes - 1} given by {self.data_dir / PROPERTY_NAME}. "
+                "The property file does not match the records; fix num_classes "
+                "or re-create the dataset."
+            )
+
     def labels(self, progress=False):
         """Return the class id of every image (reads every record header)."""
         positions = range(self.num_images)
@@ -149,7 +170,7 @@ class InsightFaceDataset:
 
             positions = tqdm(positions, desc="reading labels", unit="record")
         return np.fromiter(
-            (self.read_example(position)[1] for position in positions),
+            (self.read_label(position) for position in positions),
             dtype=np.int64,
             count=self.num_images,
         )

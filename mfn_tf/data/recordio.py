@@ -332,6 +332,24 @@ class RecordIOReader:
             raise DatasetError(f"{self.idx_path}: no record with key {key}")
         return read_frames(self._file, offset, self.file_size, self.rec_path, key)
 
+    def read_prefix(self, key, size):
+        """Return at least the first `size` bytes of record `key` (fewer
+        only if the record is shorter), without reading the rest of a
+        whole record."""
+        offset = self.index.offset(key)
+        if offset is None:
+            raise DatasetError(f"{self.idx_path}: no record with key {key}")
+        frame = os.pread(self._file.fileno(), _FRAME.size + size, offset)
+        if len(frame) >= _FRAME.size:
+            magic, lrecord = _FRAME.unpack_from(frame)
+            length = lrecord & _LENGTH_MASK
+            if magic == RECORDIO_MAGIC and lrecord >> _LENGTH_BITS == FLAG_WHOLE:
+                if offset + _FRAME.size + _align4(length) <= self.file_size:
+                    return frame[_FRAME.size : _FRAME.size + min(size, length)]
+        # A split, corrupt or truncated record: read_frames reassembles it
+        # or raises the matching error.
+        return self.read(key)[:size]
+
     def close(self):
         self._file.close()
 
