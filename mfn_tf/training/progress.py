@@ -49,7 +49,8 @@ class IntervalLogger(keras.callbacks.Callback):
         done = self._batches_in_epoch - self._previous["batches"]
         if done <= 0:
             return
-        row = {"step": step, "lr": float(self.model.optimizer.learning_rate)}
+        learning_rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        row = {"step": step, "lr": float(learning_rate)}
         for key in ("loss", "acc"):
             if key not in logs:
                 row[key] = math.nan

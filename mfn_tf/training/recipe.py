@@ -58,7 +58,6 @@ class Recipe:
     embedding_layer: str = "dense"
     # Data.
     mirror: bool = True
-    shuffle_buffer: int = 20000
     seed: int = 0
     # Verification, checkpoints and logging.
     targets: list = dataclasses.field(default_factory=list)

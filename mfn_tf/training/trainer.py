@@ -102,7 +102,7 @@ def _check_run_dir(run_dir, resume):
         return state, checkpoint
     if state is not None or any(Path(run_dir).glob("*.keras")):
         raise RunDirectoryError(
-            f"{run_dir} already holds a training run. Pass --resume to continue "
+            f"{run_dir} already contains a training run. Pass --resume to continue "
             "it, or choose another --prefix; nothing was overwritten."
         )
     return None, None
@@ -124,7 +124,7 @@ def train_stage(recipe, data_dir, run_dir, pretrained=None, resume=False):
     Returns:
         A dict summary, also written to `run_dir/summary.json`.
     """
-    from mfn_tf.data.training_data import open_training_data
+    from mfn_tf.data.pipeline import make_dataset, open_training_data
     from mfn_tf.evaluation import VerificationCallback
     from mfn_tf.training.lr_schedule import StepLearningRate
     from mfn_tf.training.weight_decay import WeightDecayMultipliers
@@ -141,11 +141,13 @@ def train_stage(recipe, data_dir, run_dir, pretrained=None, resume=False):
     try:
         strategy = make_strategy(recipe.distribute)
         global_batch = recipe.per_device_batch * strategy.num_replicas_in_sync
-        data = open_training_data(
-            data_dir,
-            batch_size=global_batch,
+        data = open_training_data(data_dir)
+        # A resumed run gets a new seed, so it does not replay the order of
+        # the images that it has already trained on.
+        dataset = make_dataset(
+            data,
+            global_batch,
             mirror=recipe.mirror,
-            shuffle_buffer=recipe.shuffle_buffer,
             seed=recipe.seed + (state["step"] if state else 0),
         )
         logger.info(
@@ -188,6 +190,8 @@ def train_stage(recipe, data_dir, run_dir, pretrained=None, resume=False):
         callbacks = [
             # First: the others read the verification figures from the logs.
             VerificationCallback(targets, batch_size=min(global_batch, 256)),
+        ] if targets else []
+        callbacks += [
             lr_schedule,
             WeightDecayMultipliers(
                 wd=recipe.wd,
@@ -218,10 +222,11 @@ def train_stage(recipe, data_dir, run_dir, pretrained=None, resume=False):
 
         started = time.perf_counter()
         model.fit(
-            data.dataset,
+            dataset,
             epochs=math.ceil(recipe.max_steps / recipe.verbose),
             initial_epoch=start_step // recipe.verbose,
             steps_per_epoch=recipe.verbose,
+            shuffle=False,  # the dataset shuffles itself
             callbacks=callbacks,
             verbose=1 if recipe.progress == "bar" else 0,
         )
