@@ -14,6 +14,7 @@ _EXPORTS = {
     "MobileFaceNet": "mfn_tf.model.mobilefacenet",
     "FusedBatchNormalization": "mfn_tf.model.batch_norm",
     "count_madds": "mfn_tf.model.mobilefacenet",
+    "load_backbone": "mfn_tf.model.loading",
     # heads
     "SoftmaxHead": "mfn_tf.heads.layers",
     "ArcFace": "mfn_tf.heads.layers",
@@ -28,6 +29,10 @@ _EXPORTS = {
     "resolve_weight_decay": "mfn_tf.training.weight_decay",
     "StepLearningRate": "mfn_tf.training.lr_schedule",
     "step_learning_rate": "mfn_tf.training.lr_schedule",
+    # training: recipes and stages
+    "load_recipe": "mfn_tf.training.recipe",
+    "train_stage": "mfn_tf.training.trainer",
+    "build_training_model": "mfn_tf.training.model_builder",
     # evaluation
     "VerificationCallback": "mfn_tf.evaluation.callback",
     "embed_images": "mfn_tf.evaluation.embedding",
