@@ -56,6 +56,9 @@ _EXPORTS = {
     "folder_dataset": "mfn_tf.data.pipeline",
     "make_dataset": "mfn_tf.data.pipeline",
     "write_synthetic_dataset": "mfn_tf.data.synthetic",
+    # benchmarks of converted models (the `bench` package beside mfn_tf)
+    "run_host_benchmark": "bench.host",
+    "run_android_benchmark": "bench.android",
 }
 
 __all__ = sorted(_EXPORTS)
