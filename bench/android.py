@@ -248,7 +248,10 @@ def run_command(remote_dir, tool_args, log_name, cooldown_s, mask=None, measure_
     if mask:
         prefix += ["taskset", mask]
     tool = " ".join(shlex.quote(part) for part in prefix + tool_args)
-    return f"cd {remote_dir} && sleep {cooldown_s:g} && {tool} > logs/{log_name} 2>&1"
+    return (
+        f"cd {shlex.quote(remote_dir)} && sleep {cooldown_s:g} && {tool} "
+        f"> logs/{shlex.quote(log_name)} 2>&1"
+    )
 
 
 def plan_rounds(artifacts, threads, repeats):
@@ -280,17 +283,15 @@ class AndroidSession:
 
     def prepare(self, files, executables):
         """Create the remote folder and push the tools and model files."""
-        self.adb.shell_checked(
-            f"rm -rf {self.remote_dir}/logs && mkdir -p {self.remote_dir}/logs",
-            "creating the benchmark folder",
-        )
+        logs = shlex.quote(f"{self.remote_dir}/logs")
+        self.adb.shell_checked(f"rm -rf {logs} && mkdir -p {logs}", "creating the benchmark folder")
         names = [Path(path).name for path in files]
         duplicates = {name for name in names if names.count(name) > 1}
         if duplicates:
             raise BenchmarkError(f"two files to push share the name {sorted(duplicates)}")
         for path in tqdm(files, desc="adb push", unit="file", leave=False):
             self.adb.push(path, f"{self.remote_dir}/{Path(path).name}")
-        targets = " ".join(f"{self.remote_dir}/{Path(path).name}" for path in executables)
+        targets = " ".join(shlex.quote(f"{self.remote_dir}/{Path(path).name}") for path in executables)
         self.adb.shell_checked(f"chmod 755 {targets}", "making the benchmark tools executable")
 
     def run(self, command, log_name):

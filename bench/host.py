@@ -14,6 +14,7 @@ threads go to sleep before the next one is timed.
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Pause after each timed block. onnxruntime, XNNPACK and OpenMP keep their
 # threads spinning for a few milliseconds after a run; 0.2 s is far longer.
 BLOCK_PAUSE_S = 0.2
+
+# Longest wait for a worker's reply: loading TensorFlow on a busy machine
+# takes tens of seconds, and a block of images far less. Beyond this the
+# runtime hangs.
+WORKER_TIMEOUT_S = 600
 
 # A setting that takes a few seconds per artifact, for `make demo`.
 DEMO_SETTINGS = {"threads": "1", "repeats": 2, "iterations": 10, "warmup": 3}
@@ -103,6 +109,10 @@ class Worker:
         )
 
     def _receive(self):
+        ready, _, _ = select.select([self.process.stdout], [], [], WORKER_TIMEOUT_S)
+        if not ready:
+            self.process.kill()
+            raise self._failure(f"sent no reply within {WORKER_TIMEOUT_S} s and was killed")
         line = self.process.stdout.readline()
         if not line:
             raise self._failure("exited without a reply")
