@@ -11,14 +11,14 @@ downloads or builds (docs/android.md lists the files):
   the same warm-up and timed run counts.
 
 Both run with the same thread counts and loops, after the same cool-down
-sleep, on the same cores: benchncnn selects them with its power-save mode
-(0 all, 1 little, 2 big cores, by ncnn's rule that a core is big when its
-maximum frequency is at least the midpoint of the slowest and fastest
-core's), and benchmark_model runs under `taskset` with the mask of those
-cores. Runs alternate between artifacts, round after round. Each run's
-output goes to a log file on the phone that is pulled back and parsed
-before the next run starts; peak memory is toybox `time -v`'s Max RSS
-where the phone has toybox `time`.
+sleep, on the same cores. benchncnn selects the cores with its power-save
+mode: 0 all, 1 little, 2 big cores, where a core is big when its maximum
+frequency is at least the midpoint of the slowest and fastest core's
+(ncnn's rule). benchmark_model runs under `taskset` with the mask of
+those cores. Runs alternate between artifacts, round after round. Each
+run's output goes to a log file on the phone, which is pulled back and
+parsed before the next run starts. Peak memory is toybox `time -v`'s Max
+RSS, where the phone has toybox `time`.
 """
 
 import logging

@@ -38,9 +38,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # threads spinning for a few milliseconds after a run; 0.2 s is far longer.
 BLOCK_PAUSE_S = 0.2
 
-# Longest wait for a worker's reply: loading TensorFlow on a busy machine
-# takes tens of seconds, and a block of images far less. Beyond this the
-# runtime hangs.
+# Maximum wait for a worker's reply. Loading TensorFlow on a busy machine
+# takes tens of seconds and a block of images far less, so a worker that
+# stays silent longer is taken to hang.
 WORKER_TIMEOUT_S = 600
 
 # A setting that takes a few seconds per artifact, for `make demo`.
