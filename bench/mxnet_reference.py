@@ -1,4 +1,4 @@
-"""The MXNet side of the importer's comparisons; runs only in the MXNet venv.
+"""The MXNet side of the importer's comparisons, run in the MXNet venv only.
 
     .venv-mxnet/bin/python bench/mxnet_reference.py embed PREFIX EPOCH IMAGES.npy OUT.npy
     .venv-mxnet/bin/python bench/mxnet_reference.py make-checkpoint PREFIX [options]
@@ -38,6 +38,11 @@ def parse_args(argv):
         "--flip",
         action="store_true",
         help="add the embedding of each horizontally mirrored image",
+    )
+    embed.add_argument(
+        "--flip-out",
+        help="with --flip, write the mirrored images' embeddings here and "
+        "leave OUT without them",
     )
     embed.add_argument("--threads", type=int, default=0, help="CPU threads, 0 for MXNet's default")
     embed.add_argument("--repeats", type=int, default=1, help="timed runs; the last one is written")
@@ -101,7 +106,7 @@ def embed(args):
         return module.get_outputs()[0].asnumpy()
 
     def embed_all():
-        chunks = []
+        chunks, flipped_chunks = [], []
         for start in range(0, len(images), args.batch_size):
             batch = images[start : start + args.batch_size]
             count = len(batch)
@@ -109,17 +114,23 @@ def embed(args):
                 padding = np.zeros((args.batch_size - count,) + batch.shape[1:], batch.dtype)
                 batch = np.concatenate([batch, padding])
             nchw = batch.transpose(0, 3, 1, 2).astype(np.float32)
-            embeddings = run_batch(nchw)
+            chunks.append(run_batch(nchw)[:count])
             if args.flip:
-                embeddings = embeddings + run_batch(np.ascontiguousarray(nchw[:, :, :, ::-1]))
-            chunks.append(embeddings[:count])
-        return np.concatenate(chunks)
+                mirrored = np.ascontiguousarray(nchw[:, :, :, ::-1])
+                flipped_chunks.append(run_batch(mirrored)[:count])
+        if not args.flip:
+            return np.concatenate(chunks), None
+        return np.concatenate(chunks), np.concatenate(flipped_chunks)
 
     seconds = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        embeddings = embed_all()
+        embeddings, flipped = embed_all()
         seconds.append(time.perf_counter() - start)
+    if flipped is not None and args.flip_out:
+        np.save(args.flip_out, flipped)
+    elif flipped is not None:
+        embeddings = embeddings + flipped
     np.save(args.out, embeddings)
     if args.timing_json:
         with open(args.timing_json, "w") as handle:

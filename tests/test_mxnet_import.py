@@ -224,6 +224,34 @@ def test_load_backbone_imports_spec(insightface_model, imported, lfw_images):
     )
 
 
+@pytest.mark.shared_data
+def test_import_classifier_fc7(insightface_model, tmp_path):
+    """A training checkpoint's fc7_weight (classes x 128) becomes a (128, classes) kernel."""
+    prefix = copy_checkpoint(insightface_model, tmp_path)
+    params = tmp_path / "model-0000.params"
+    arrays = load_ndarrays(params)
+    fc7_weight = np.random.RandomState(0).normal(size=(10, 128)).astype(np.float32)
+    arrays["arg:fc7_weight"] = fc7_weight
+    save_ndarrays(params, arrays)
+
+    _, fc7_kernel, info = import_mxnet_checkpoint(prefix, 0)
+    np.testing.assert_array_equal(fc7_kernel, fc7_weight.T)
+    assert info.num_classes == 10
+    assert info.fc7_bias is None
+    assert info.unused_arrays == []
+
+
+@pytest.mark.shared_data
+def test_rejects_classifier_of_other_width(insightface_model, tmp_path):
+    prefix = copy_checkpoint(insightface_model, tmp_path)
+    params = tmp_path / "model-0000.params"
+    arrays = load_ndarrays(params)
+    arrays["arg:fc7_weight"] = np.zeros((10, 256), np.float32)
+    save_ndarrays(params, arrays)
+    with pytest.raises(MXNetImportError, match=r"'fc7_weight' has shape \(10, 256\)"):
+        import_mxnet_checkpoint(prefix, 0)
+
+
 # Rejections name the first node or array that differs.
 
 
@@ -335,6 +363,27 @@ def test_cli_writes_backbone(insightface_model, tmp_path):
     assert result.exit_code == 0, result.output
     assert "wrote backbone" in result.output
     assert load_backbone(out).output_shape == (None, 128)
+
+
+@pytest.mark.shared_data
+def test_cli_writes_training_model(insightface_model, tmp_path):
+    from cli import main
+    from mfn_tf.training.model_builder import load_pretrained
+
+    prefix = copy_checkpoint(insightface_model, tmp_path)
+    params = tmp_path / "model-0000.params"
+    arrays = load_ndarrays(params)
+    fc7_weight = np.random.RandomState(1).normal(size=(12, 128)).astype(np.float32)
+    arrays["arg:fc7_weight"] = fc7_weight
+    save_ndarrays(params, arrays)
+
+    out = tmp_path / "trained.keras"
+    result = CliRunner().invoke(main, ["import-mxnet", f"{prefix},0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "backbone + fc7" in result.output
+    backbone, fc7_kernel = load_pretrained(out)
+    np.testing.assert_allclose(fc7_kernel, fc7_weight.T)
+    assert backbone.get_layer("embedding_bn").epsilon == pytest.approx(2e-5)
 
 
 def test_cli_rejects_bad_arguments(tmp_path):

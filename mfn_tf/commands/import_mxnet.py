@@ -20,14 +20,15 @@ def import_mxnet(checkpoint, out, embedding_size, backbone_only):
     """Import an insightface MobileFaceNet checkpoint (MXNet) into Keras.
 
     \b
-    Reads PREFIX-symbol.json and PREFIX-%04d.params (EPOCH) without MXNet,
-    the form that insightface's --pretrained takes, for example
+    The checkpoint is named PREFIX,EPOCH, as insightface's --pretrained
+    names it, and its files PREFIX-symbol.json and PREFIX-%04d.params are
+    read without MXNet. For example
       python cli.py import-mxnet models/model-y1-test2/model,0 --out y1.keras
     A deploy checkpoint becomes a backbone. A training checkpoint also
     contains fc7_weight, so OUT becomes a training model with the backbone
     and fc7. Its fc7 is a SoftmaxHead that carries the class centres, which
-    `train --pretrained` loads into the recipe's head. `eval` and `convert`
-    read either file.
+    `train --pretrained` loads into the recipe's head. `eval` reads either
+    file.
     """
     from mfn_tf.importers import (
         MXNetImportError,
