@@ -56,6 +56,10 @@ _EXPORTS = {
     "folder_dataset": "mfn_tf.data.pipeline",
     "make_dataset": "mfn_tf.data.pipeline",
     "write_synthetic_dataset": "mfn_tf.data.synthetic",
+    # conversion to TFLite, ONNX and ncnn (the `converters` package beside mfn_tf)
+    "convert_model": "converters.convert",
+    "ConvertOptions": "converters.options",
+    "fold_batchnorm": "converters.fold_batchnorm",
     # benchmarks of converted models (the `bench` package beside mfn_tf)
     "run_host_benchmark": "bench.host",
     "run_android_benchmark": "bench.android",
