@@ -109,7 +109,9 @@ def test_parser_reads_numpy_mode_files(mxnet_python, tmp_path):
 
 
 @pytest.mark.parametrize("flip", [False, True], ids=["plain", "flip"])
-def test_real_checkpoint_matches_mxnet(mxnet_python, insightface_model, faces, tmp_path, flip):
+def test_real_checkpoint_matches_mxnet(
+    mxnet_python, insightface_model, faces, tmp_path, flip, record_property
+):
     images, faces_path = faces
     expected = mxnet_embeddings(mxnet_python, insightface_model, faces_path, tmp_path, flip)
     backbone, _, _ = import_mxnet_checkpoint(insightface_model, 0)
@@ -121,6 +123,8 @@ def test_real_checkpoint_matches_mxnet(mxnet_python, insightface_model, faces, t
         f"{similarity.min():.8f}, max |difference| {largest_difference:.3g}, "
         f"max |embedding| {np.abs(expected).max():.3g}"
     )
+    record_property("min_cosine", float(similarity.min()))
+    record_property("max_abs_difference", largest_difference)
     assert similarity.min() >= MIN_COSINE
     assert largest_difference <= 1e-3 * np.abs(expected).max()
 
