@@ -16,6 +16,7 @@ from PIL import Image
 from mfn_tf.importers import (
     MXNetImportError,
     NDArrayFileError,
+    SymbolError,
     import_mxnet_checkpoint,
     load_ndarrays,
     parse_checkpoint_spec,
@@ -292,6 +293,18 @@ def test_rejects_rewired_residual(insightface_model, tmp_path):
 
     edit_symbol(prefix, edit)
     with pytest.raises(MXNetImportError, match=r"'_plus1'.*adds"):
+        import_mxnet_checkpoint(prefix, 0)
+
+
+@pytest.mark.shared_data
+def test_rejects_malformed_attribute(insightface_model, tmp_path):
+    prefix = copy_checkpoint(insightface_model, tmp_path)
+
+    def edit(nodes):
+        find_node(nodes, "conv_2_dw_batchnorm")["attrs"]["eps"] = "tiny"
+
+    edit_symbol(prefix, edit)
+    with pytest.raises(SymbolError, match=r"model-symbol.json: node 'conv_2_dw_batchnorm'.*eps='tiny'"):
         import_mxnet_checkpoint(prefix, 0)
 
 

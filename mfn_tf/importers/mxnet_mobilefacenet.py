@@ -21,7 +21,7 @@ What the walk reads from the symbol and sets on the Keras model:
   `Convolution`, followed by the `fc1` BatchNorm.
 
 Ops that are the identity at inference (`Dropout`, `_copy`, `identity`,
-`BlockGrad`, `Flatten`) are looked through. Training checkpoints also hold
+`BlockGrad`, `Flatten`) are looked through. Training checkpoints also contain
 the classifier `fc7_weight` (num_classes x embedding), which is returned as
 a Keras kernel `(embedding, num_classes)`.
 """
@@ -36,6 +36,7 @@ from mfn_tf.importers.mxnet_ndarray import load_ndarrays
 from mfn_tf.importers.mxnet_symbol import (
     PASS_THROUGH_OPS,
     MXNetSymbol,
+    SymbolError,
     parse_bool,
     parse_tuple,
 )
@@ -114,12 +115,37 @@ class MXNetImportInfo:
 
 
 def _int_attr(node, key, default):
-    return int(node.attrs.get(key, default))
+    value = node.attrs.get(key, default)
+    try:
+        return int(value)
+    except ValueError as error:
+        raise SymbolError(f"{node.describe()}: attribute {key}={value!r} is not an integer") from error
+
+
+def _float_attr(node, key, default):
+    value = node.attrs.get(key, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise SymbolError(f"{node.describe()}: attribute {key}={value!r} is not a number") from error
+
+
+def _bool_attr(node, key, default):
+    value = node.attrs.get(key, default)
+    try:
+        return parse_bool(value)
+    except ValueError as error:
+        raise SymbolError(f"{node.describe()}: attribute {key}={value!r} is not a boolean") from error
 
 
 def _tuple_attr(node, key, default):
     value = node.attrs.get(key)
-    return default if value is None else parse_tuple(value)
+    if value is None:
+        return default
+    try:
+        return parse_tuple(value)
+    except (ValueError, SyntaxError, TypeError) as error:
+        raise SymbolError(f"{node.describe()}: attribute {key}={value!r} is not a tuple") from error
 
 
 def _squeezed(shape):
@@ -255,7 +281,7 @@ class _Walk:
             node = self.ops[self.position]
             if node.op not in SCALAR_OPS or self.symbol.data_input(node).index != current:
                 break
-            value = float(node.attrs["scalar"])
+            value = _float_attr(node, "scalar", None)
             if node.op == "_minus_scalar":
                 offset -= value
             elif node.op == "_plus_scalar":
@@ -316,7 +342,7 @@ class _Walk:
         layout = node.attrs.get("layout", "None")
         if layout not in ("None", "NCHW"):
             raise self.mismatch(node, layer, f"layout {layout} is not supported, only NCHW")
-        has_bias = not parse_bool(node.attrs.get("no_bias", "False"))
+        has_bias = not _bool_attr(node, "no_bias", False)
         if has_bias and not layer.use_bias:
             raise self.mismatch(node, layer, "the convolution has a bias, MobileFaceNet's has none")
 
@@ -347,7 +373,7 @@ class _Walk:
         if num_hidden != units:
             raise self.mismatch(node, layer, f"num_hidden is {num_hidden}, expected {units}")
         weight = self.array(node, 1, "weight", (units, in_features), layer)
-        has_bias = not parse_bool(node.attrs.get("no_bias", "False"))
+        has_bias = not _bool_attr(node, "no_bias", False)
         if has_bias:
             bias = self.array(node, 2, "bias", (units,), layer)
         else:
@@ -361,9 +387,9 @@ class _Walk:
         node = self.take(layer, BATCH_NORM_OPS, "a BatchNorm")
         self.check_input(node, layer)
         channels = layer.moving_mean.shape[0]
-        epsilon = float(node.attrs.get("eps", MXNET_BN_EPSILON))
-        momentum = float(node.attrs.get("momentum", MXNET_BN_MOMENTUM))
-        fix_gamma = parse_bool(node.attrs.get("fix_gamma", MXNET_BN_FIX_GAMMA))
+        epsilon = _float_attr(node, "eps", MXNET_BN_EPSILON)
+        momentum = _float_attr(node, "momentum", MXNET_BN_MOMENTUM)
+        fix_gamma = _bool_attr(node, "fix_gamma", MXNET_BN_FIX_GAMMA)
         axis = _int_attr(node, "axis", 1)
         if axis != 1:
             raise self.mismatch(node, layer, f"axis is {axis}, only the channel axis 1 is supported")
@@ -412,7 +438,7 @@ class _Walk:
             alpha = self.array(node, 1, "gamma (PReLU slopes)", (1,) if shared else (channels,), layer)
             alpha = np.broadcast_to(alpha, (channels,))
         elif node.op == "LeakyReLU" and act_type == "leaky":
-            slope = float(node.attrs.get("slope", MXNET_LEAKY_SLOPE))
+            slope = _float_attr(node, "slope", MXNET_LEAKY_SLOPE)
             alpha = np.full(channels, slope, np.float32)
         elif node.op in ("Activation", "relu") and act_type == "relu":
             alpha = np.zeros(channels, np.float32)
@@ -515,12 +541,11 @@ def import_mxnet_checkpoint(prefix, epoch, embedding_size=None):
     Raises:
         FileNotFoundError: the symbol or params file is missing.
         NDArrayFileError: the params file is truncated or unreadable.
-        SymbolError: the symbol file is not an MXNet graph.
+        SymbolError: the symbol file is not an MXNet graph or has an
+            unreadable attribute.
         MXNetImportError: the checkpoint is not a MobileFaceNet the project
             can build, or an array is missing or has the wrong shape.
     """
-    from mfn_tf.model.mobilefacenet import MobileFaceNet
-
     symbol_path, params_path = checkpoint_paths(prefix, epoch)
     if not params_path.is_file():
         raise FileNotFoundError(
@@ -529,6 +554,15 @@ def import_mxnet_checkpoint(prefix, epoch, embedding_size=None):
         )
     symbol = MXNetSymbol.load(symbol_path)
     arrays = _strip_array_prefixes(load_ndarrays(params_path), params_path)
+
+    try:
+        return _import(symbol, arrays, symbol_path, params_path, prefix, epoch, embedding_size)
+    except SymbolError as error:
+        raise SymbolError(f"{symbol_path}: {error}") from error
+
+
+def _import(symbol, arrays, symbol_path, params_path, prefix, epoch, embedding_size):
+    from mfn_tf.model.mobilefacenet import MobileFaceNet
 
     architecture = _infer_architecture(symbol)
     info = MXNetImportInfo(str(symbol_path), str(params_path), mxnet_version=symbol.version)
