@@ -12,7 +12,13 @@ from cli import main
 from mfn_tf.data.errors import DatasetError
 from mfn_tf.data.images import shift_x
 from mfn_tf.data.insightface_dataset import open_insightface_dataset
-from mfn_tf.data.lfw import names_in_folds, parse_folds, read_pairs
+from mfn_tf.data.lfw import (
+    Pair,
+    interleave_same_and_different,
+    names_in_folds,
+    parse_folds,
+    read_pairs,
+)
 from mfn_tf.data.verification_bin import decode_images, load_bin
 
 # name: number of images
@@ -136,6 +142,17 @@ def test_read_pairs(lfw_like):
     assert names_in_folds(pairs, {2}) == {"Cy_Diaz", "Di_Evans"}
 
 
+def test_interleave_same_and_different():
+    def pair(fold, issame, number):
+        return Pair(fold, "A", number, "A" if issame else "B", 1, issame, number)
+
+    pairs = [pair(1, True, 1), pair(1, True, 2), pair(1, False, 3), pair(1, False, 4),
+             pair(2, True, 5), pair(2, False, 6), pair(2, False, 7)]
+    ordered = interleave_same_and_different(pairs)
+    assert [p.line_number for p in ordered] == [1, 3, 2, 4, 5, 6, 7]
+    assert [p.fold for p in ordered] == [1, 1, 1, 1, 2, 2, 2]
+
+
 def test_read_pairs_wrong_line_count(tmp_path):
     path = tmp_path / "pairs.txt"
     path.write_text("2\t1\nA\t1\t2\n")
@@ -215,4 +232,8 @@ def test_lfw_identity_disjoint_split(lfw_images, lfw_pairs, tmp_path):
     images, issame = load_bin(verification)
     assert len(issame) == 3000
     assert int(issame.sum()) == 1500
+    # Every contiguous tenth, a fold of the verification protocol, holds
+    # both kinds of pair.
+    for block in np.split(issame, 10):
+        assert int(block.sum()) == 150
     assert decode_images(images[:2]).shape == (2, 112, 112, 3)
