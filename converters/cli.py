@@ -12,7 +12,7 @@ from converters.options import (
     ConvertOptions,
     validate_options,
 )
-from converters.qat import QAT_BATCH_SIZE, QAT_LEARNING_RATE, QAT_STEPS
+from converters.qat import QAT_BATCH_SIZE, QAT_FACE_COUNT, QAT_LEARNING_RATE, QAT_STEPS
 
 
 def _targets(values):
@@ -63,13 +63,14 @@ def _targets(values):
     type=click.IntRange(min=1),
     default=CALIBRATION_COUNT,
     show_default=True,
-    help="Number of calibration faces, spread evenly over the sorted folder.",
+    help="Number of int8 calibration faces, spread evenly over the sorted folder.",
 )
 @click.option(
     "--parity-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of aligned 112x112 faces on which each artifact is compared "
-    "with the Keras model. Default: --calibration-dir, minus its calibration faces.",
+    "with the Keras model. Default: --calibration-dir; calibration and QAT "
+    "faces are then drawn from the images not used for parity.",
 )
 @click.option(
     "--parity-count",
@@ -95,6 +96,9 @@ def _targets(values):
 )
 @click.option("--qat-steps", type=click.IntRange(min=0), default=QAT_STEPS, show_default=True,
               help="QAT optimizer steps.")
+@click.option("--qat-face-count", type=click.IntRange(min=1), default=QAT_FACE_COUNT,
+              show_default=True,
+              help="Faces from --calibration-dir that QAT distils on (beside the parity faces).")
 @click.option("--qat-batch-size", type=click.IntRange(min=1), default=QAT_BATCH_SIZE,
               show_default=True, help="Faces per QAT step.")
 @click.option("--qat-learning-rate", type=click.FloatRange(min=0, min_open=True),
@@ -128,6 +132,7 @@ def convert(
     int8_input,
     qat,
     qat_steps,
+    qat_face_count,
     qat_batch_size,
     qat_learning_rate,
     no_equalize,
@@ -155,6 +160,7 @@ def convert(
         equalize=not no_equalize,
         qat=qat,
         qat_steps=qat_steps,
+        qat_face_count=qat_face_count,
         qat_batch_size=qat_batch_size,
         qat_learning_rate=qat_learning_rate,
         fold=not no_fold,

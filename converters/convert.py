@@ -127,30 +127,41 @@ def plan_artifacts(options):
     return artifacts
 
 
-def _sample_face_sets(options, input_size):
-    """Load the calibration faces (or None) and the parity faces.
+@dataclass
+class FaceSets:
+    """The faces of one run: float32 `(N, S, S, 3)` RGB arrays in 0-255."""
 
-    When both come from one folder, the parity faces exclude the
-    calibration faces, so int8 parity is measured on unseen images.
+    parity: np.ndarray
+    parity_dir: Path
+    calibration: np.ndarray = None
+    qat: np.ndarray = None
+
+
+def _sample_face_sets(options, input_size):
+    """Load the parity faces and, where needed, calibration and QAT faces.
+
+    When parity and calibration share a folder, the parity faces are
+    chosen first and the others from the remaining images, so parity is
+    measured on faces that calibration and QAT never saw.
     """
-    calibration_paths = []
-    calibration = None
-    if options.calibration_dir is not None:
-        calibration_paths = spread_sample(
-            find_face_images(options.calibration_dir), options.calibration_count
-        )
-        calibration = load_faces(calibration_paths, input_size)
-    parity_dir = options.parity_dir or options.calibration_dir
-    excluded = set(calibration_paths)
-    parity_paths = [path for path in find_face_images(parity_dir) if path not in excluded]
-    if not parity_paths:
+    parity_dir = Path(options.parity_dir or options.calibration_dir)
+    parity_paths = spread_sample(find_face_images(parity_dir), options.parity_count)
+    faces = FaceSets(parity=load_faces(parity_paths, input_size), parity_dir=parity_dir)
+    if options.calibration_dir is None:
+        return faces
+
+    excluded = set(parity_paths)
+    pool = [path for path in find_face_images(options.calibration_dir) if path not in excluded]
+    if not pool:
         raise ValueError(
-            f"{parity_dir} has no faces left for parity checks after the "
-            f"{len(calibration_paths)} calibration faces; pass a separate --parity-dir "
-            "or a smaller --calibration-count"
+            f"{options.calibration_dir} has no faces left for calibration after the "
+            f"{len(parity_paths)} parity faces; pass a separate --parity-dir or a "
+            "smaller --parity-count"
         )
-    parity_paths = spread_sample(parity_paths, options.parity_count)
-    return calibration, load_faces(parity_paths, input_size), parity_dir
+    faces.calibration = load_faces(spread_sample(pool, options.calibration_count), input_size)
+    if options.qat:
+        faces.qat = load_faces(spread_sample(pool, options.qat_face_count), input_size)
+    return faces
 
 
 def _size(folder, files):
@@ -186,9 +197,11 @@ class _Converter:
         self.options = options
         self.input_size, self.embedding_size = describe_input_output(backbone)
         self.model, self.folded_pairs = build_embedding_model(backbone, fold=options.fold)
-        self.calibration, self.faces, self.parity_dir = _sample_face_sets(
-            options, self.input_size
-        )
+        face_sets = _sample_face_sets(options, self.input_size)
+        self.faces = face_sets.parity
+        self.parity_dir = face_sets.parity_dir
+        self.calibration = face_sets.calibration
+        self.qat_faces = face_sets.qat
         self.reference = KerasRunner(backbone).embed(self.faces)
         self._int8_model = None
         self._onnx_path = None
@@ -267,7 +280,8 @@ class _Converter:
 
         tflite_model, losses = train_qat_tflite(
             self.int8_model(),
-            self.calibration,
+            self.qat_faces,
+            calibration_images=self.calibration,
             steps=self.options.qat_steps,
             batch_size=self.options.qat_batch_size,
             learning_rate=self.options.qat_learning_rate,
@@ -388,7 +402,11 @@ def convert_model(model, out_dir, options=None, source=None):
             folded_pairs=converter.folded_pairs if options.fold else [],
             parity_faces={"dir": str(converter.parity_dir), "count": len(converter.faces)},
             calibration=(
-                {"dir": str(options.calibration_dir), "count": len(converter.calibration)}
+                {
+                    "dir": str(options.calibration_dir),
+                    "count": len(converter.calibration),
+                    "qat_count": len(converter.qat_faces) if converter.qat_faces is not None else None,
+                }
                 if converter.calibration is not None
                 else None
             ),
@@ -419,6 +437,7 @@ def _report_options(options, converter):
         "qat": (
             {
                 "steps": options.qat_steps,
+                "face_count": options.qat_face_count,
                 "batch_size": options.qat_batch_size,
                 "learning_rate": options.qat_learning_rate,
                 "loss": "1 - cosine similarity to the float model's embedding",

@@ -3,12 +3,12 @@
     python -m converters.lfw_accuracy --converted DIR \\
         --pairs lfw/pairs.txt --images lfw/images [--shift-x 8]
 
-Each artifact that passed in DIR's `report.json` embeds every LFW image
-and its mirror with its own runtime, and the pairs are scored with the
-project's verification code (insightface's Accuracy-Flip: 10 folds,
-threshold chosen on the other nine). The source model runs in Keras on the
-same images for the reference row. The table goes to stdout and, with
-`--markdown FILE`, into a file.
+Each artifact that passed in DIR's `report.json` (with `--include-failed`,
+also those below their parity bar) embeds every LFW image and its mirror
+with its own runtime. The pairs are scored with the project's verification
+code: insightface's Accuracy-Flip, 10 folds, threshold chosen on the other
+nine. The source model runs in Keras on the same images for the reference
+row. The table goes to stdout and, with `--markdown FILE`, into a file.
 """
 
 import logging
