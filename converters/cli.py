@@ -92,7 +92,7 @@ def _targets(values):
     default=False,
     show_default=True,
     help="Also build an int8 TFLite model by quantization-aware training "
-    "(distillation on the calibration faces; minutes on a CPU).",
+    "(distillation on --qat-face-count faces from --calibration-dir; minutes on a CPU).",
 )
 @click.option("--qat-steps", type=click.IntRange(min=0), default=QAT_STEPS, show_default=True,
               help="QAT optimizer steps.")
@@ -145,7 +145,7 @@ def convert(
     cosine similarity to the Keras embedding of 0.99999 (fp32), 0.9999
     (fp16) or 0.99 (int8). Artifacts below the bar are left as NAME.failed
     and the command exits with status 1. report.json, report.md and
-    model_io.json describe the run and the models' input and output.
+    parity.png describe the run, model_io.json the models' input and output.
     """
 
     options = ConvertOptions(

@@ -31,7 +31,7 @@ from converters.options import (
     precisions_for,
     validate_options,
 )
-from converters.parity import describe_failure, measure_parity
+from converters.parity import cosine_similarities, describe_failure, measure_parity
 from converters.report import build_model_io, build_report, write_reports
 from converters.runtimes import KerasRunner, open_runner
 from converters.slim import build_embedding_model, count_prelu_layers, describe_input_output
@@ -206,6 +206,7 @@ class _Converter:
         self._int8_model = None
         self._onnx_path = None
         self.qat_losses = None
+        self.cosines = {}
         self.failures = []
 
     def int8_model(self):
@@ -316,6 +317,7 @@ class _Converter:
             artifact.size_bytes = _size(self.staging, artifact.files)
             candidate = self.runner(artifact, self.staging).embed(self.faces)
             parity = measure_parity(self.reference, candidate, artifact.precision)
+            self.cosines[artifact.name] = cosine_similarities(self.reference, candidate)
             artifact.parity = parity.to_dict()
             if parity.passed:
                 artifact.status = "passed"
@@ -420,7 +422,7 @@ def convert_model(model, out_dir, options=None, source=None):
             keras_file=keras_name,
         )
         model_io["prelu_layers"] = count_prelu_layers(converter.model)
-        write_reports(out_dir, report, model_io)
+        write_reports(out_dir, report, model_io, cosines=converter.cosines)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if converter.failures:

@@ -10,6 +10,8 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
+
 from converters.runtimes import package_version
 
 SCHEMA_VERSION = 1
@@ -160,6 +162,7 @@ def render_markdown(report):
             artifact["status"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Per-face cosine distances: `{PARITY_PLOT_FILE}`."]
     lines += ["", "## Layers", ""]
     for artifact in report["artifacts"]:
         summary = _key_layers(artifact.get("layer_counts"), artifact["runtime"])
@@ -171,16 +174,61 @@ def render_markdown(report):
     return "\n".join(lines) + "\n"
 
 
+PARITY_PLOT_FILE = "parity.png"
+
+
+def save_parity_plot(path, cosines, bars):
+    """Plot each artifact's per-face cosine distance to Keras against its bar.
+
+    Args:
+        cosines: artifact name -> per-face cosine similarities, in order.
+        bars: artifact name -> the minimum cosine similarity it must reach.
+
+    The distance `1 - cosine` is drawn on a log axis, one row per artifact,
+    one dot per face; the bar is a red tick, so a dot right of it failed.
+    """
+    # A bare Figure renders with Agg and leaves pyplot's global backend alone.
+    from matplotlib.figure import Figure
+
+    names = list(cosines)
+    figure = Figure(figsize=(7, 0.45 * len(names) + 1.4))
+    axes = figure.subplots()
+    floor = 1e-9  # exact agreement would be -inf on the log axis
+    for row, name in enumerate(names):
+        distances = np.maximum(1.0 - np.asarray(cosines[name], dtype=np.float64), floor)
+        axes.scatter(distances, np.full(len(distances), row), s=9, alpha=0.6)
+        bar = 1.0 - bars[name]
+        axes.plot([bar, bar], [row - 0.35, row + 0.35], color="red", linewidth=2)
+    axes.set_xscale("log")
+    axes.set_yticks(range(len(names)), names)
+    axes.invert_yaxis()
+    axes.set_xlabel(
+        "1 - cosine similarity to the Keras embedding, per face "
+        f"(below {floor:g} drawn at {floor:g}); red: the bar"
+    )
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def write_json(path, data):
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def write_reports(folder, report, model_io):
-    """Write `model_io.json`, `report.json` and `report.md` into `folder`."""
+def write_reports(folder, report, model_io, cosines=None):
+    """Write `model_io.json`, `report.json`, `report.md` and, given the
+    per-face cosines of the artifacts, `parity.png` into `folder`."""
     folder = Path(folder)
     write_json(folder / MODEL_IO_FILE, model_io)
     write_json(folder / REPORT_JSON_FILE, report)
     (folder / REPORT_MD_FILE).write_text(render_markdown(report))
+    if cosines:
+        bars = {
+            artifact["name"]: artifact["parity"]["bar"]
+            for artifact in report["artifacts"]
+            if artifact.get("parity")
+        }
+        save_parity_plot(folder / PARITY_PLOT_FILE, cosines, bars)
 
 
 def read_report(folder):

@@ -26,6 +26,7 @@ TINY_FILES = [
     "mobilefacenet_fp16.tflite",
     "mobilefacenet_fp32.tflite",
     "model_io.json",
+    "parity.png",
     "report.json",
     "report.md",
 ]
