@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 MXNET_VENV ?= .venv-mxnet
 DEMO_DIR ?= demo
 
-.PHONY: setup mxnet-env demo test test-fast clean
+.PHONY: setup mxnet-env arm-env demo test test-fast clean
 
 setup: $(VENV)/.installed
 
@@ -29,10 +29,24 @@ $(MXNET_VENV)/.installed:
 	$(MXNET_VENV)/bin/python -c "import mxnet"
 	touch $@
 
+# QEMU user-mode emulation and an aarch64 sysroot for `verify-arm` and its
+# tests. Only Debian's qemu-user-static goes into the system (as root, or
+# it says what to install); the sysroot is built without root into the
+# per-user cache (~/.cache/mfn-tf/arm, or $$MFN_TF_ARM_CACHE).
+arm-env: setup
+	@command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y --no-install-recommends qemu-user-static || \
+	      { apt-get update && apt-get install -y --no-install-recommends qemu-user-static; }; \
+	  else \
+	    echo "qemu-aarch64-static not found: sudo apt-get install qemu-user-static" >&2; exit 1; \
+	  fi; }
+	$(PY) cli.py verify-arm --setup-only --no-progress
+
 demo: setup
 	$(PY) cli.py demo --out $(DEMO_DIR)
 
-test: setup mxnet-env
+test: setup mxnet-env arm-env
 	MFN_TF_MXNET_PYTHON=$(abspath $(MXNET_VENV))/bin/python $(PY) -m pytest
 
 test-fast: setup
