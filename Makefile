@@ -44,7 +44,7 @@ arm-env: setup
 	$(PY) cli.py verify-arm --setup-only --no-progress
 
 demo: setup
-	$(PY) cli.py demo --out $(DEMO_DIR)
+	$(PY) cli.py demo --out $(DEMO_DIR) --overwrite
 
 test: setup mxnet-env arm-env
 	MFN_TF_MXNET_PYTHON=$(abspath $(MXNET_VENV))/bin/python $(PY) -m pytest

@@ -34,7 +34,8 @@ def _targets(values):
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder; created if needed, same-named files are replaced.",
+    help="Output folder, created if needed. Files of an earlier conversion into it are "
+    "replaced, or deleted where this run does not write them.",
 )
 @click.option(
     "--target",

@@ -10,6 +10,7 @@ reports list every artifact either way, and `convert_model` then raises
 `ConversionError` naming each failure.
 """
 
+import json
 import logging
 import shutil
 import tempfile
@@ -32,7 +33,7 @@ from converters.options import (
     validate_options,
 )
 from converters.parity import cosine_similarities, describe_failure, measure_parity
-from converters.report import build_model_io, build_report, write_reports
+from converters.report import REPORT_JSON_FILE, build_model_io, build_report, write_reports
 from converters.runtimes import KerasRunner, open_runner
 from converters.slim import build_embedding_model, count_prelu_layers, describe_input_output
 from converters.tflite_export import export_tflite
@@ -395,8 +396,10 @@ def convert_model(model, out_dir, options=None, source=None):
             )
         ]
         artifacts += plan_artifacts(options)
+        earlier_files = _earlier_artifact_files(out_dir)
         for artifact in artifacts:
             converter.process(artifact)
+        _remove_stale_files(out_dir, earlier_files, artifacts)
 
         report = build_report(
             source=source or getattr(model, "name", "model"),
@@ -428,6 +431,33 @@ def convert_model(model, out_dir, options=None, source=None):
     if converter.failures:
         raise ConversionError(converter.failures)
     return report
+
+
+def _earlier_artifact_files(out_dir):
+    """Return the files that an earlier conversion's report.json lists in `out_dir`."""
+    path = out_dir / REPORT_JSON_FILE
+    if not path.is_file():
+        return set()
+    try:
+        report = json.loads(path.read_text())
+        return {name for entry in report["artifacts"] for name in entry["files"]}
+    except (ValueError, KeyError, TypeError) as error:
+        logger.warning("ignoring the unreadable earlier %s: %s", path, error)
+        return set()
+
+
+def _remove_stale_files(out_dir, earlier_files, artifacts):
+    """Delete an earlier conversion's artifacts that this run did not write.
+
+    Otherwise a folder converted twice, say ncnn then TFLite, would keep the
+    first model's ncnn files beside a report that no longer lists them.
+    """
+    current = {name for artifact in artifacts for name in artifact.files}
+    for name in sorted(earlier_files - current):
+        for path in (out_dir / name, out_dir / f"{name}.failed"):
+            if path.is_file():
+                logger.warning("removing %s, left by an earlier conversion into %s", path.name, out_dir)
+                path.unlink()
 
 
 def _report_options(options, converter):

@@ -153,6 +153,25 @@ def test_below_bar_leaves_failed_file(training_model_file, lfw_images, tmp_path,
     assert not any(path.name.startswith(".staging") for path in out.iterdir())
 
 
+def test_reconversion_removes_earlier_artifacts(training_model_file, lfw_images, tmp_path):
+    import keras
+
+    out = tmp_path / "out"
+    out.mkdir()
+    # What an earlier ncnn conversion of another model left behind.
+    for name in ("mobilefacenet.ncnn.param", "mobilefacenet.ncnn.bin"):
+        (out / name).write_text("another model")
+    earlier = {"artifacts": [{"files": ["mobilefacenet.ncnn.param", "mobilefacenet.ncnn.bin"]}]}
+    (out / "report.json").write_text(json.dumps(earlier))
+    (out / "notes.txt").write_text("not an artifact")
+    options = ConvertOptions(targets=("onnx",), parity_dir=lfw_images, parity_count=4)
+    convert_model(keras.models.load_model(training_model_file), out, options)
+    assert not (out / "mobilefacenet.ncnn.param").exists()
+    assert not (out / "mobilefacenet.ncnn.bin").exists()
+    assert (out / "mobilefacenet.onnx").is_file()
+    assert (out / "notes.txt").is_file()
+
+
 def test_cli_rejects_int8_without_faces(tmp_path):
     result = CliRunner().invoke(
         main,

@@ -51,6 +51,21 @@ def test_override_from_path(tmp_path):
     assert recipe.targets == ["lfw"]
 
 
+def test_bare_override_ignores_same_named_folder(tmp_path, monkeypatch):
+    # The demo writes into ./demo and then loads the override named demo.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cpu").mkdir()
+    recipe = load_recipe("softmax", ["cpu"])
+    assert recipe.per_device_batch == 64
+
+
+def test_override_folder_path_rejected(tmp_path):
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    with pytest.raises(RecipeError, match="is a folder"):
+        load_recipe("softmax", [str(folder)])
+
+
 def test_unknown_key_in_set_is_named():
     with pytest.raises(RecipeError, match="unknown recipe key.*learning_rate"):
         load_recipe("softmax", settings={"learning_rate": "0.1"})

@@ -32,6 +32,8 @@ FINETUNE_SETTINGS = {"max_steps": "30", "lr_steps": ""}
 
 
 STEPS = 7
+# Marks a folder the demo wrote, so that --overwrite never deletes anything else.
+DEMO_MARKER = ".mfn-tf-demo"
 
 
 def _banner(number, text):
@@ -53,9 +55,10 @@ def _write_face_folder(bin_path, out_dir):
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo", show_default=True,
               help="Folder for the generated data, the three runs and the reports.")
-@click.option("--overwrite", is_flag=True, help="Delete an earlier demo in --out first.")
+@click.option("--overwrite", is_flag=True,
+              help="Delete an earlier demo in --out first (only a folder the demo wrote).")
 def demo(out_dir, overwrite):
-    """Run the three training stages and the evaluation on synthetic faces.
+    """Train the three stages, evaluate, convert and benchmark on synthetic faces.
 
     The data are generated, deterministic synthetic identities: the demo
     checks that the pipeline runs end to end in a few minutes on a CPU, and
@@ -78,8 +81,14 @@ def demo(out_dir, overwrite):
                 f"{out} is not empty; pass --overwrite to replace the earlier demo, "
                 "or choose another --out"
             )
+        if not (out / DEMO_MARKER).exists():
+            raise click.ClickException(
+                f"{out} was not written by the demo (no {DEMO_MARKER} file), so --overwrite "
+                "leaves it alone; choose another --out"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("Written by `python cli.py demo`; --overwrite may delete this folder.\n")
     started = time.perf_counter()
     timings = {}
 

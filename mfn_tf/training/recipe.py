@@ -115,10 +115,11 @@ def _coerce(key, value, source):
             raise ValueError(value)
         return value
     except (TypeError, ValueError):
-        raise RecipeError(
-            f"{source}: invalid value {value!r} for {key!r}, expected "
-            f"{type(default).__name__}"
-        ) from None
+        expected = type(default).__name__
+        if isinstance(default, list):
+            item = "integers" if key == "lr_steps" else "names"
+            expected = f"a comma-separated list of {item}"
+        raise RecipeError(f"{source}: invalid value {value!r} for {key!r}, expected {expected}") from None
 
 
 def _apply(values, settings, source):
@@ -138,13 +139,17 @@ def _read_toml(path):
             return tomllib.load(f)
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {path}") from None
+    except IsADirectoryError:
+        raise RecipeError(f"recipe {path} is a folder; pass a .toml file") from None
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f"{path}: invalid TOML: {error}") from None
 
 
 def _override_path(name):
+    # A bare name is always a recipe in recipes/, even where the working
+    # folder has a file or folder of that name (such as the demo's output).
     path = Path(name)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or len(path.parts) > 1:
         return path
     candidate = RECIPES_DIR / f"{name}.toml"
     if not candidate.exists():
