@@ -180,3 +180,12 @@ class TestFusedBatchNormalization:
         assert restored.epsilon == layer.epsilon
         assert restored.momentum == layer.momentum
         assert restored.scale is False
+
+
+def test_load_backbone_rejects_non_zip(tmp_path):
+    from mfn_tf.model.loading import ModelLoadError, load_backbone
+
+    path = tmp_path / "junk.keras"
+    path.write_text("not a model")
+    with pytest.raises(ModelLoadError, match="is not a Keras model file"):
+        load_backbone(path)

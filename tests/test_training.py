@@ -198,3 +198,67 @@ def test_mirrored_strategy_on_two_cpu_devices(tiny_data, tmp_path):
     # insightface's per-device batch: 4 per replica, 8 in all.
     assert "global batch 8 (4 per replica)" in result.stderr
     assert (tmp_path / "model.keras").exists()
+
+
+def test_corrupt_record_stops_with_message(tiny_data, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mfn_tf.commands.train import train
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    # Record 3's image starts after the 8-byte RecordIO header and the
+    # 24-byte IRHeader; zeroing its first bytes breaks the JPEG marker.
+    lines = (data / "train.idx").read_text().splitlines()
+    offsets = dict(line.split("\t") for line in lines)
+    start = int(offsets["3"]) + 8 + 24
+    with open(data / "train.rec", "r+b") as f:
+        f.seek(start)
+        f.write(bytes(16))
+    args = ["--stage", "softmax", "--data-dir", str(data), "--prefix", str(tmp_path / "run")]
+    for key, value in {**TINY, "max_steps": "8", "verbose": "8"}.items():
+        args += ["--set", f"{key}={value}"]
+    result = CliRunner().invoke(train, args)
+    assert result.exit_code == 1, result.output
+    assert "training stopped" in result.output
+    assert "record 3" in result.output
+    assert "--resume" in result.output
+
+
+def test_resume_rejects_other_stage(tiny_data, softmax_run):
+    run_dir, _ = softmax_run
+    with pytest.raises(RunDirectoryError, match="is a softmax run, not arcface"):
+        train_stage(_recipe("arcface"), tiny_data, run_dir, resume=True)
+
+
+def test_resume_rejects_other_class_count(softmax_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(softmax_run[0], run_dir)
+    other = tmp_path / "other"
+    config = SyntheticConfig(classes=5, images_per_class=6, verification_classes=6,
+                             verification_images_per_class=4, pairs=40, seed=4)
+    write_synthetic_dataset(other, config, progress=False)
+    with pytest.raises(RunDirectoryError, match="trained on 8 classes, but .* has 5"):
+        train_stage(_recipe("softmax"), other, run_dir, resume=True)
+
+
+def test_csv_logs_trimmed_to_resumed_step(tmp_path):
+    from mfn_tf.training.progress import start_csv_logs
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n20,5.0\n40,4.0\n60,3.5\n")
+    start_csv_logs([path, tmp_path / "absent.csv"], resumed_step=40)
+    assert path.read_text().splitlines() == ["step,loss", "20,5.0", "40,4.0"]
+
+
+def test_csv_logs_of_crashed_run_removed(tmp_path):
+    from mfn_tf.training.progress import start_csv_logs
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n20,5.0\n")
+    start_csv_logs([path], resumed_step=None)
+    assert not path.exists()

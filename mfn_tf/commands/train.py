@@ -1,6 +1,7 @@
 """`python cli.py train`: one stage of insightface's three-stage recipe."""
 
 import logging
+import re
 
 import click
 
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
               help="Continue the run in --prefix from its newest checkpoint "
                    "(weights, optimizer state, step and LR).")
 @click.option("--override", "overrides", multiple=True, metavar="NAME|FILE.toml",
-              help="Recipe override applied over the stage, such as 'cpu' for short CPU runs. Repeatable.")
+              help="Recipe override applied over the stage: a name from recipes/, such as 'cpu' "
+              "for short CPU runs, or a path to a .toml file. Repeatable.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Set one recipe value, such as --set max_steps=500 or "
                    "--set lr_steps=100,200. Repeatable; wins over everything else.")
@@ -48,14 +50,29 @@ def train(stage, data_dir, run_dir, pretrained, resume, overrides, settings):
 
     from mfn_tf.training.trainer import RunDirectoryError, train_stage
 
+    import tensorflow as tf
+
     try:
         summary = train_stage(recipe, data_dir, run_dir, pretrained=pretrained, resume=resume)
     except (RunDirectoryError, FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(
+    except tf.errors.OpError as error:
+        # A bad record found by the input pipeline reaches here wrapped in
+        # TensorFlow's error, with the DatasetError text inside its message.
+        found = re.search(r"DatasetError: (.+)", error.message)
+        if found is None:
+            raise
+        raise click.ClickException(
+            f"training stopped: {found.group(1).strip()}. Checkpoints written before "
+            f"the error are in {run_dir}; fix or re-pack the data, then continue with --resume."
+        ) from None
+    message = (
         f"Stage {stage} finished at step {summary['step']} in {summary['seconds']:.0f} s. "
         f"Final model: {summary['final_model']}"
-        + (f"; best {summary['best_monitor']}={summary['best_value']:.5f} "
-           f"at step {summary['best_step']}: {summary['best_model']}"
-           if summary.get("best_model") else "")
     )
+    if summary.get("best_model") and summary.get("best_monitor"):
+        message += (
+            f"; best {summary['best_monitor']}={summary['best_value']:.5f} "
+            f"at step {summary['best_step']}: {summary['best_model']}"
+        )
+    click.echo(message)

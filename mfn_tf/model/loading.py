@@ -1,5 +1,6 @@
 """Load a MobileFaceNet backbone from the files this project writes."""
 
+import zipfile
 from pathlib import Path
 
 BACKBONE_NAME = "mobilefacenet"
@@ -54,6 +55,11 @@ def load_backbone(path):
             f"{path}: expected a .keras file written by this project. For an "
             "insightface MXNet checkpoint, run `python cli.py import-mxnet "
             "PREFIX,EPOCH --out MODEL.keras` first."
+        )
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(
+            f"{path} is not a Keras model file: a .keras file is a zip archive, and "
+            "this one is not (truncated, or another format renamed to .keras)"
         )
     try:
         model = keras.models.load_model(path, compile=False)

@@ -13,6 +13,30 @@ logger = logging.getLogger(__name__)
 TRAIN_COLUMNS = ("step", "loss", "acc", "lr", "images_per_sec")
 
 
+def start_csv_logs(paths, resumed_step):
+    """Prepare the run's CSV logs for a run that starts at `resumed_step`.
+
+    A fresh run (`resumed_step` None) removes logs that a run which crashed
+    before its first checkpoint left behind. A resumed run keeps the rows up
+    to its checkpoint's step and drops those after it, which the resumed
+    run writes again.
+    """
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue
+        if resumed_step is None:
+            logger.warning("removing %s of an earlier run that saved no checkpoint", path)
+            path.unlink()
+            continue
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        header, *body = rows
+        earlier = [row for row in body if row and int(float(row[0])) <= resumed_step]
+        if len(earlier) < len(body):
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerows([header, *earlier])
+
+
 class IntervalLogger(keras.callbacks.Callback):
     """Log mean loss, accuracy, LR and speed every `log_every` iterations.
 

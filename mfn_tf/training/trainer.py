@@ -17,13 +17,14 @@ import keras
 from mfn_tf.training.checkpoints import TrainingCheckpoints, read_state
 from mfn_tf.training.distribute import make_strategy
 from mfn_tf.training.model_builder import (
+    HEAD_NAME,
     build_backbone,
     build_head,
     build_training_model,
     start_from_pretrained,
 )
 from mfn_tf.training.plots import plot_training
-from mfn_tf.training.progress import IntervalLogger, VerificationLog
+from mfn_tf.training.progress import IntervalLogger, VerificationLog, start_csv_logs
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,27 @@ def _check_run_dir(run_dir, resume):
     return None, None
 
 
+def _check_resumed_stage(run_dir, recipe):
+    saved = Path(run_dir) / "recipe.json"
+    if not saved.is_file():
+        return
+    stage = json.loads(saved.read_text()).get("stage")
+    if stage != recipe.stage:
+        raise RunDirectoryError(
+            f"--resume: {run_dir} is a {stage} run, not {recipe.stage}; resume it with "
+            f"--stage {stage}, or start {recipe.stage} in another --prefix with --pretrained"
+        )
+
+
+def _check_resumed_classes(model, checkpoint, num_classes, data_dir):
+    head = model.get_layer(HEAD_NAME)
+    if head.num_classes != num_classes:
+        raise RunDirectoryError(
+            f"--resume: {checkpoint} was trained on {head.num_classes} classes, but "
+            f"{data_dir} has {num_classes}; resume with the run's own --data-dir"
+        )
+
+
 def train_stage(recipe, data_dir, run_dir, pretrained=None, resume=False):
     """Train one stage and write its checkpoints, logs and plots.
 
@@ -132,6 +154,8 @@ def train_stage(recipe, data_dir, run_dir, pretrained=None, resume=False):
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state, checkpoint = _check_run_dir(run_dir, resume)
+    if resume:
+        _check_resumed_stage(run_dir, recipe)
     targets = resolve_targets(data_dir, recipe)
     recipe.save(run_dir / "recipe.json")
     logger.info("Recipe for stage %s:\n%s", recipe.stage, json.dumps(recipe.to_dict(), indent=2))
@@ -162,6 +186,7 @@ def train_stage(recipe, data_dir, run_dir, pretrained=None, resume=False):
             head = build_head(recipe, data.num_classes)
             if checkpoint is not None:
                 model = keras.models.load_model(checkpoint, compile=False)
+                _check_resumed_classes(model, checkpoint, data.num_classes, data_dir)
             elif pretrained:
                 model = start_from_pretrained(pretrained, head, recipe.embedding_size)
             else:
@@ -173,6 +198,10 @@ def train_stage(recipe, data_dir, run_dir, pretrained=None, resume=False):
                 model.load_weights(checkpoint)
 
         start_step = int(model.optimizer.iterations.numpy())
+        start_csv_logs(
+            [run_dir / "metrics.csv", run_dir / "verification.csv"],
+            start_step if checkpoint is not None else None,
+        )
         if start_step >= recipe.max_steps:
             logger.info("Nothing to do: step %d >= max_steps %d", start_step, recipe.max_steps)
             return _summarize(run_dir, recipe, start_step, 0.0)
