@@ -413,3 +413,14 @@ def test_cli_rejects_bad_arguments(tmp_path):
     assert result.exit_code == 1
     assert "params file not found" in result.output
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_cli_keeps_existing_out(tmp_path):
+    from cli import main
+
+    out = tmp_path / "m.keras"
+    out.write_text("an earlier model")
+    result = CliRunner().invoke(main, ["import-mxnet", f"{tmp_path}/none,0", "--out", str(out)])
+    assert result.exit_code == 1
+    assert "pass --overwrite" in result.output
+    assert out.read_text() == "an earlier model"

@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
               help="Reject the checkpoint unless its embedding has this many dimensions.")
 @click.option("--backbone-only", is_flag=True,
               help="Write only the backbone, even where the checkpoint has the fc7 classifier.")
-def import_mxnet(checkpoint, out, embedding_size, backbone_only):
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def import_mxnet(checkpoint, out, embedding_size, backbone_only, overwrite):
     """Import an insightface MobileFaceNet checkpoint (MXNet) into Keras.
 
     \b
@@ -41,6 +42,8 @@ def import_mxnet(checkpoint, out, embedding_size, backbone_only):
     out = Path(out)
     if out.suffix != ".keras":
         raise click.BadParameter(f"{out} must end in .keras", param_hint="--out")
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
     try:
         prefix, epoch = parse_checkpoint_spec(checkpoint)
     except ValueError as error:
