@@ -230,7 +230,7 @@ def test_eval_command_invalid_model(tmp_path):
         main, ["eval", "--model", str(model_path), "--data-dir", str(tmp_path), "--targets", "lfw"],
     )
     assert result.exit_code == 1
-    assert f"{model_path}: cannot load the Keras model" in result.output
+    assert f"{model_path} is not a Keras model file" in result.output
 
 
 def test_eval_command_rejects_repeated_target(tmp_path):
