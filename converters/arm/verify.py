@@ -66,11 +66,12 @@ def select_artifacts(report, model_dir, names=None):
     """
     entries, notes = [], []
     listed = {entry["name"]: entry for entry in report.get("artifacts", [])}
+    runnable = sorted(name for name, entry in listed.items() if entry["runtime"] in RUNTIMES)
     for name in names or ():
         if name not in listed:
             raise ValueError(
-                f"artifact {name!r} is not in {model_dir}/report.json; it lists "
-                f"{', '.join(sorted(listed))}"
+                f"artifact {name!r} is not in {model_dir}/report.json; its TFLite and "
+                f"ncnn artifacts are {', '.join(runnable) or 'none'}"
             )
     for entry in report.get("artifacts", []):
         if names and entry["name"] not in names:
