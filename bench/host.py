@@ -253,11 +253,12 @@ def run_host_benchmark(
         )
     model_dir = Path(model_dir)
     out_dir = Path(out_dir) if out_dir else model_dir / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
     counts = resolve_threads(threads)
     machine = describe_host()
 
+    # Read the conversion first, so a folder without one gets no bench/ folder.
     _, model_io = read_conversion(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     face_array, face_description = benchmark_face(face, face_dir, input_size(model_io))
     artifacts, model_io, notes = host_artifacts(
         model_dir, out_dir, face_array, keras_model=keras_model, only=only, unfolded=unfolded

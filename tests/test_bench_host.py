@@ -115,3 +115,4 @@ def test_host_rejects_unknown_artifact(converted, tmp_path):
 def test_host_needs_a_conversion_report(tmp_path):
     with pytest.raises(BenchmarkError, match="cannot read the conversion report"):
         run_host_benchmark(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
