@@ -262,3 +262,21 @@ def test_csv_logs_of_crashed_run_removed(tmp_path):
     path.write_text("step,loss\n20,5.0\n")
     start_csv_logs([path], resumed_step=None)
     assert not path.exists()
+
+
+def test_interrupt_names_resume_step(tiny_data, softmax_run, monkeypatch):
+    from click.testing import CliRunner
+
+    import mfn_tf.training.trainer as trainer
+    from mfn_tf.commands.train import train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_stage", interrupted)
+    run_dir, _ = softmax_run
+    args = ["--stage", "softmax", "--data-dir", str(tiny_data), "--prefix", str(run_dir), "--resume"]
+    result = CliRunner().invoke(train, args)
+    assert result.exit_code == 130
+    assert "at step 4" in result.output
+    assert "--resume" in result.output

@@ -56,6 +56,19 @@ def train(stage, data_dir, run_dir, pretrained, resume, overrides, settings):
         summary = train_stage(recipe, data_dir, run_dir, pretrained=pretrained, resume=resume)
     except (RunDirectoryError, FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        from mfn_tf.training.checkpoints import read_state
+
+        state = read_state(run_dir)
+        if state and state.get("checkpoint"):
+            click.echo(
+                f"Interrupted. The newest checkpoint in {run_dir} is at step {state['step']}; "
+                "run the same command with --resume to continue.",
+                err=True,
+            )
+        else:
+            click.echo(f"Interrupted before the first checkpoint; nothing in {run_dir} to resume.", err=True)
+        raise SystemExit(130) from None
     except tf.errors.OpError as error:
         # A bad record found by the input pipeline reaches here wrapped in
         # TensorFlow's error, with the DatasetError text inside its message.
