@@ -70,6 +70,10 @@ CPU_TABLE_COMMAND = (
 )
 
 
+# e_machine values of the ELF header (System V ABI) that a wrong download shows.
+_ELF_MACHINES = {3: "x86", 40: "32-bit ARM (armeabi-v7a)", 62: "x86-64", 183: "aarch64"}
+
+
 def check_android_binary(path, tool):
     """Return `path` if it is an aarch64 ELF executable, else raise.
 
@@ -88,9 +92,11 @@ def check_android_binary(path, tool):
         )
     machine = int.from_bytes(header[18:20], "little")
     if header[4] != 2 or machine != _EM_AARCH64:
+        bits = "64" if header[4] == 2 else "32"
+        built_for = _ELF_MACHINES.get(machine, f"machine type {machine}")
         raise BenchmarkError(
-            f"{path} is an ELF binary for machine type {machine}, not aarch64 "
-            f"(arm64-v8a, type {_EM_AARCH64}); {BINARY_HINTS[tool]}."
+            f"{path} is a {bits}-bit ELF binary for {built_for}, not aarch64 "
+            f"(arm64-v8a); {BINARY_HINTS[tool]}."
         )
     return path
 
