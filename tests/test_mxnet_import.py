@@ -424,3 +424,8 @@ def test_cli_keeps_existing_out(tmp_path):
     assert result.exit_code == 1
     assert "pass --overwrite" in result.output
     assert out.read_text() == "an earlier model"
+
+
+def test_wrong_epoch_lists_saved_epochs(insightface_model):
+    with pytest.raises(FileNotFoundError, match="model-0007.params.*Epochs found for this prefix: 0"):
+        import_mxnet_checkpoint(str(insightface_model), 7)

@@ -28,6 +28,7 @@ a Keras kernel `(embedding, num_classes)`.
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -548,9 +549,18 @@ def import_mxnet_checkpoint(prefix, epoch, embedding_size=None):
     """
     symbol_path, params_path = checkpoint_paths(prefix, epoch)
     if not params_path.is_file():
+        # PREFIX-0040.params, say: list the epochs saved under the prefix.
+        stem = Path(prefix).name
+        epochs = sorted(
+            int(path.name[len(stem) + 1 : -len(".params")])
+            for path in Path(prefix).parent.glob(f"{stem}-[0-9][0-9][0-9][0-9].params")
+        )
+        if epochs:
+            found = f"Epochs found for this prefix: {', '.join(map(str, epochs))}."
+        else:
+            found = f"No {stem}-NNNN.params file is in {Path(prefix).parent}; check the prefix."
         raise FileNotFoundError(
-            f"MXNet params file not found: {params_path} (checkpoint {prefix},{epoch}). "
-            "Check the prefix and the epoch."
+            f"MXNet params file not found: {params_path} (checkpoint {prefix},{epoch}). {found}"
         )
     symbol = MXNetSymbol.load(symbol_path)
     arrays = _strip_array_prefixes(load_ndarrays(params_path), params_path)
