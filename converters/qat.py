@@ -388,7 +388,7 @@ def convert_qat_model(qat_model, representative_images, input_size=112):
     """
     import tensorflow as tf
 
-    from converters.tflite_export import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY
+    from converters.tflite_export import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, run_converter
 
     images = np.asarray(representative_images, dtype=np.float32)
 
@@ -414,7 +414,7 @@ def convert_qat_model(qat_model, representative_images, input_size=112):
 
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter.convert()
+        return run_converter(converter)
 
 
 def teacher_embeddings_with_flips(model, images, batch_size=64):

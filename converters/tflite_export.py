@@ -86,7 +86,20 @@ def convert_saved_model(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if int8_input == "uint8":
             converter.inference_input_type = tf.uint8
-    return converter.convert()
+    return run_converter(converter)
+
+
+def run_converter(converter):
+    """Return `converter.convert()`, without the deprecation warning of its calibration.
+
+    The converter's int8 calibration runs TensorFlow's own `tf.lite.Interpreter`,
+    which warns that it is deprecated; the project runs models with LiteRT.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        return converter.convert()
 
 
 def check_uint8_input(tflite_model):
