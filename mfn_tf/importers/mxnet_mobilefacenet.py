@@ -549,7 +549,7 @@ def import_mxnet_checkpoint(prefix, epoch, embedding_size=None):
     """
     symbol_path, params_path = checkpoint_paths(prefix, epoch)
     if not params_path.is_file():
-        # PREFIX-0040.params, say: list the epochs saved under the prefix.
+        # insightface names each epoch PREFIX-NNNN.params; list those on disk.
         stem = Path(prefix).name
         epochs = sorted(
             int(path.name[len(stem) + 1 : -len(".params")])
