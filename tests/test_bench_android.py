@@ -210,13 +210,6 @@ def test_android_missing_binary_fails_before_adb(workspace):
     assert not (workspace["state"] / "calls.jsonl").exists()
 
 
-def test_android_host_binary_named_by_machine(workspace):
-    host_elf = b"\x7fELF\x02\x01\x01" + bytes(11) + (62).to_bytes(2, "little") + bytes(64)
-    workspace["benchncnn"].write_bytes(host_elf)
-    with pytest.raises(BenchmarkError, match="64-bit ELF binary for x86-64, not aarch64"):
-        run(workspace)
-
-
 def test_android_missing_adb(workspace, monkeypatch):
     with pytest.raises(AdbError, match="adb not found: 'no-such-adb'.*Platform-Tools"):
         run(workspace, adb_executable="no-such-adb")

@@ -213,7 +213,7 @@ def test_android_binary_check(tmp_path):
         check_android_binary(archive, "benchmark_model")
     host_build = tmp_path / "benchncnn_x86"
     host_build.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(11) + (62).to_bytes(2, "little") + bytes(40))
-    with pytest.raises(BenchmarkError, match="machine type 62, not aarch64"):
+    with pytest.raises(BenchmarkError, match="64-bit ELF binary for x86-64, not aarch64"):
         check_android_binary(host_build, "benchncnn")
     arm64 = tmp_path / "benchncnn"
     arm64.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(11) + (183).to_bytes(2, "little") + bytes(40))
