@@ -184,8 +184,9 @@ def save_parity_plot(path, cosines, bars):
         cosines: artifact name -> per-face cosine similarities, in order.
         bars: artifact name -> the minimum cosine similarity it must reach.
 
-    The distance `1 - cosine` is drawn on a log axis, one row per artifact,
-    one dot per face; the bar is a red tick, so a dot right of it failed.
+    The distance `1 - cosine` is drawn on a log axis, one row per artifact
+    and one dot per face. The bar is a red tick, and a dot right of it is a
+    face below the bar.
     """
     # A bare Figure renders with Agg and leaves pyplot's global backend alone.
     from matplotlib.figure import Figure
